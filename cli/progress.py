@@ -1,0 +1,62 @@
+"""Rich progress displays for the library's progress protocols."""
+
+from __future__ import annotations
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+class RichShardProgress:
+    """Implements fcdata.shard.ShardProgress: images/s overall and per worker, shards, skips."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]shard"),
+            BarColumn(bar_width=16),
+            MofNCompleteColumn(),
+            TextColumn(
+                "{task.fields[rate]} img/s ({task.fields[per_worker]}/worker) "
+                "shards {task.fields[shards]} skipped {task.fields[skipped]}"
+            ),
+            TimeRemainingColumn(),
+        )
+        self.task = None
+        self.skipped = 0
+        self.images = 0
+        self.busy_seconds = 0.0
+        self.shards_done = 0
+        self.shards_total = 0
+
+    def __enter__(self) -> "RichShardProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def note(self, message: str) -> None:
+        self.progress.console.print(f"[dim]{message}...")
+
+    def start(self, images: int, shards: int, shards_done: int) -> None:
+        self.shards_total, self.shards_done = shards, shards_done
+        self.task = self.progress.add_task(
+            "shard", total=images, rate="-", per_worker="-", shards=self._shards(), skipped=0
+        )
+
+    def _shards(self) -> str:
+        return f"{self.shards_done}/{self.shards_total}"
+
+    def advance(self, images: int, skipped: int, busy_seconds: float) -> None:
+        self.skipped += skipped
+        self.images += images
+        self.busy_seconds += busy_seconds
+        self.progress.update(self.task, advance=images, skipped=self.skipped)
+        speed = self.progress.tasks[0].speed
+        self.progress.update(
+            self.task,
+            rate=f"{speed:,.0f}" if speed else "-",
+            per_worker=f"{self.images / self.busy_seconds:,.0f}" if self.busy_seconds else "-",
+        )
+
+    def shard_done(self) -> None:
+        self.shards_done += 1
+        self.progress.update(self.task, shards=self._shards())

@@ -1,0 +1,60 @@
+"""Options of the data commands. Standard library only, so the CLI can show their defaults
+without importing numpy, numba or pyarrow."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+from fcdata import reasons
+from fcdata.errors import UserError
+
+
+@dataclass(frozen=True)
+class ShardOptions:
+    image_size: int = 256  # shorter side of stored images, px (224 training + crop headroom); never upscaled
+    max_long_side: int = 1024  # cap on the longer side, px, for panoramas
+    jpeg_quality: int = 90  # quality of the re-encoded JPEGs
+    mask: str = "binary"  # "binary" (grid layout) or "soft" (feathered, stack layout)
+    feather_px: float = 4.0  # soft masks: width of the ramp across each box edge, stored px
+    min_box_side_px: float = 4.0  # drop regions with a side shorter than this, stored px
+    duplicate_iou: float = 0.7  # same phrase (ignoring case) and IoU above this: a duplicate
+    max_phrase_chars: int = 200  # longer phrases are cut at a word boundary
+    object_min_iou: float = 0.5  # attach the best-overlapping VG object only from this IoU on
+    val_fraction: float = 0.05  # share of images in the val split (by a hash of the image id)
+    shard_samples: int = 2000  # images per shard (~70 MB at the defaults)
+    skip_image_ids: tuple[int, ...] = reasons.KNOWN_CORRUPT_IMAGE_IDS  # never read these ids
+    max_source_pixels: int = 100_000_000  # bigger sources are skipped as decompression bombs
+    workers: int = 0  # worker processes, 0 = all available cores (does not change the output)
+    strict: bool = False  # re-raise unexpected per-image errors instead of counting them (tests)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.image_size >= 16, "image_size must be >= 16"),
+            (self.max_long_side >= self.image_size, "max_long_side must be >= image_size"),
+            (1 <= self.jpeg_quality <= 100, "jpeg_quality must be in 1..100"),
+            (self.mask in ("binary", "soft"), "mask must be 'binary' or 'soft'"),
+            (self.feather_px >= 1.0, "feather_px must be >= 1"),
+            (self.min_box_side_px >= 0.0, "min_box_side_px must be >= 0"),
+            (0.0 < self.duplicate_iou <= 1.0, "duplicate_iou must be in (0, 1]"),
+            (self.max_phrase_chars >= 1, "max_phrase_chars must be >= 1"),
+            (0.0 <= self.object_min_iou <= 1.0, "object_min_iou must be in [0, 1]"),
+            (0.0 <= self.val_fraction < 1.0, "val_fraction must be in [0, 1)"),
+            (self.shard_samples >= 1, "shard_samples must be >= 1"),
+            (self.workers >= 0, "workers must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+    def output_affecting(self) -> dict:
+        """The options that change the bytes written (everything but how the work is run)."""
+        fields = dataclasses.asdict(self)
+        for name in ("workers", "strict"):
+            fields.pop(name)
+        fields["skip_image_ids"] = sorted(fields["skip_image_ids"])
+        return fields
+
+    def resolved_workers(self) -> int:
+        return self.workers or len(os.sched_getaffinity(0))

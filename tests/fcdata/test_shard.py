@@ -1,0 +1,262 @@
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from fcdata import masks, reasons
+from fcdata.errors import UserError
+from fcdata.options import ShardOptions
+from fcdata.reader import iter_shard, read_shard
+from fcdata.shard import PARTS_DIR, shard_vg, ustar_header
+from fcdata.synth import SynthOptions, generate_vg
+
+SMALL = (220, 320)  # long side of test images, px: small keeps the tests fast
+
+
+@pytest.fixture(scope="module")
+def quirky(tmp_path_factory):
+    """A VG root with every planted quirk, and its report."""
+    root = tmp_path_factory.mktemp("quirky")
+    report = generate_vg(root, SynthOptions(num_images=30, quirks=True, seed=3, long_side_px=SMALL))
+    return root, report
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """A clean VG root (v1.2 field names) and its shards, written with shards of 4 images."""
+    root = tmp_path_factory.mktemp("clean")
+    generate_vg(root, SynthOptions(num_images=24, seed=5, version="1.2", long_side_px=SMALL))
+    out = tmp_path_factory.mktemp("clean-out")
+    summary = shard_vg(root, out, ShardOptions(shard_samples=4, workers=1, strict=True))
+    return root, out, summary
+
+
+def file_digests(out: Path) -> dict[str, str]:
+    """sha256 of every shard and of sizes.json: what must not depend on how the job ran."""
+    names = sorted(p.name for p in out.glob("*.tar")) + ["sizes.json"]
+    return {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in names}
+
+
+def test_every_planted_quirk_is_counted_under_its_reason(quirky, tmp_path):
+    """Each VG quirk the generator planted shows up as exactly that many skips, drops or fixes."""
+    root, report = quirky
+    summary = shard_vg(root, tmp_path / "out", ShardOptions(shard_samples=8, workers=1, strict=True)).data
+    counted = {}
+    counted.update(summary["images"]["skipped"])
+    counted.update(summary["images"]["fixed"])
+    counted.update(summary["regions"]["dropped"])
+    counted.update({k: v for k, v in summary["regions"]["fixed"].items() if v})
+    assert counted == report.quirks
+    assert summary["images"]["written"] == report.expected_images_kept
+    assert summary["regions"]["kept"] == report.expected_regions_kept
+    regions = summary["regions"]
+    assert regions["listed"] == regions["kept"] + sum(regions["dropped"].values()) + regions["in_skipped_images"]
+
+
+def test_manifest_lists_every_image_with_its_fate(quirky, tmp_path):
+    """manifest.parquet has one row per listed image: written ones with sizes, skipped ones with the reason."""
+    root, report = quirky
+    out = tmp_path / "out"
+    shard_vg(root, out, ShardOptions(shard_samples=8, workers=1))
+    manifest = pq.read_table(out / "manifest.parquet").to_pylist()
+    listed = json.loads((root / "image_data.json").read_text())
+    assert len(manifest) == len(listed) == len({row["image_id"] for row in manifest})
+    for row in manifest:
+        if row["status"] == "ok":
+            assert row["jpg_bytes"] > 0 and row["mask_bytes"] > 0 and row["regions_kept"] > 0
+        else:
+            assert row["status"] in reasons.IMAGE_SKIPS
+    sizes = json.loads((out / "sizes.json").read_text())
+    assert sum(sizes.values()) == sum(row["status"] == "ok" for row in manifest)
+
+
+def test_region_ids_beyond_32_bits_survive(quirky, tmp_path):
+    """Region ids like 900100184613 reach the sample JSON unchanged."""
+    root, report = quirky
+    out = tmp_path / "out"
+    shard_vg(root, out, ShardOptions(shard_samples=64, workers=1))
+    ids = {rid for tar in out.glob("*.tar") for sample in read_shard(tar) for rid in sample.region_ids}
+    assert report.big_region_ids and set(report.big_region_ids) <= ids
+
+
+def test_samples_round_trip_through_the_reader(clean):
+    """Every sample decodes to an RGB image at the stored size and masks that are exactly its boxes."""
+    _, out, summary = clean
+    count = 0
+    for tar in sorted(out.glob("*.tar")):
+        for sample in read_shard(tar):
+            height, width = sample.image.shape[:2]
+            assert sample.image.dtype == np.uint8 and sample.image.shape[2] == 3
+            assert (width, height) == (sample.meta["width"], sample.meta["height"])
+            expected = np.zeros_like(sample.masks)
+            for k, (x0, y0, x1, y1) in enumerate(sample.boxes):
+                assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+                expected[k, y0:y1, x0:x1] = 255
+            np.testing.assert_array_equal(sample.masks, expected)
+            assert len(sample.phrases) == len(sample.masks) > 0
+            count += 1
+    assert count == summary.data["images"]["written"] == 24
+
+
+def test_samples_read_with_tarfile_and_pil_alone(clean):
+    """The README's recipe (tarfile + PIL + NumPy, no fcdata) gives the same image and masks as the reader."""
+    _, out, _ = clean
+    tar_path = sorted(out.glob("train-*.tar"))[0]
+    files = {}
+    with tarfile.open(tar_path) as tar:
+        for member in tar:
+            key, ext = member.name.split(".", 1)
+            files.setdefault(key, {})[ext] = tar.extractfile(member).read()
+    expected = {s.key: s for s in read_shard(tar_path)}
+    for key, sample in files.items():
+        meta = json.loads(sample["json"])
+        image = np.asarray(Image.open(io.BytesIO(sample["jpg"])))
+        height = image.shape[0]
+        p = np.asarray(Image.open(io.BytesIO(sample["profiles.png"])))
+        p = p.astype(np.uint16) * 255 if p.dtype == bool else p.astype(np.uint16)
+        recovered = (p[:, :height, None] * p[:, None, height:] + 127) // 255
+        np.testing.assert_array_equal(image, expected[key].image)
+        np.testing.assert_array_equal(recovered, expected[key].masks)
+        assert meta["regions"]["phrase"] == expected[key].phrases
+
+
+def test_tar_headers_match_the_standard_library(clean):
+    """Our hand-built tar headers are byte for byte what tarfile writes, and the archives list cleanly."""
+    import tarfile as tf
+
+    info = tf.TarInfo("000000123.profiles.png")
+    info.size, info.mtime, info.mode = 12345, 0, 0o644
+    assert ustar_header(info.name, info.size) == info.tobuf(format=tf.USTAR_FORMAT)
+    _, out, _ = clean
+    with tf.open(sorted(out.glob("*.tar"))[0]) as tar:
+        assert all(member.isfile() and member.mtime == 0 for member in tar)
+
+
+def test_output_does_not_depend_on_the_number_of_workers(clean, tmp_path):
+    """Two workers write byte-identical shards and the same manifest as one."""
+    root, out, _ = clean
+    parallel = tmp_path / "out"
+    shard_vg(root, parallel, ShardOptions(shard_samples=4, workers=2, strict=True))
+    assert file_digests(parallel) == file_digests(out)
+    assert pq.read_table(parallel / "manifest.parquet").equals(pq.read_table(out / "manifest.parquet"))
+
+
+def test_finished_job_is_left_alone(clean):
+    """Re-running a finished job reports it complete and rewrites nothing."""
+    root, out, _ = clean
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    summary = shard_vg(root, out, ShardOptions(shard_samples=4, workers=1))
+    assert summary.already_complete
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_resume_after_a_crash_finishes_the_job_identically(clean, tmp_path):
+    """The states a crash can leave (missing shards, a half-written temp shard, a shard renamed
+    before its manifest part) resume to exactly the uninterrupted result."""
+    root, out, _ = clean
+    crashed = tmp_path / "out"
+    shutil.copytree(out, crashed)
+    for name in ("summary.json", "manifest.parquet", "sizes.json"):
+        (crashed / name).unlink()
+    shards = sorted(crashed.glob("*.tar"))
+    shards[0].unlink()  # never written
+    (crashed / PARTS_DIR / f"{shards[0].stem}.parquet").unlink()
+    (crashed / PARTS_DIR / f"{shards[1].stem}.parquet").unlink()  # tar renamed, part not yet
+    (crashed / f"{shards[2].name}.tmp999").write_bytes(shards[2].read_bytes()[:700])  # half written
+    (crashed / PARTS_DIR / f"{shards[2].stem}.parquet").unlink()
+    shards[2].unlink()
+    summary = shard_vg(root, crashed, ShardOptions(shard_samples=4, workers=1))
+    assert not summary.already_complete
+    assert not list(crashed.glob("*.tmp*"))
+    assert file_digests(crashed) == file_digests(out)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_result(clean, tmp_path):
+    """A real `kill -9` of `fc shard` part way through, then the same command again: same shards as a clean run."""
+    root, out, _ = clean
+    killed = tmp_path / "out"
+    command = [sys.executable, "-m", "fc", "shard", "--vg-root", str(root), "--out", str(killed),
+               "--shard-samples", "4", "--workers", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if len(list((killed / PARTS_DIR).glob("*.parquet"))) >= 2:
+            break
+        time.sleep(0.005)
+    if process.poll() is not None:
+        pytest.skip("the run finished before it could be killed")
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "summary.json").exists()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert file_digests(killed) == file_digests(out)
+
+
+def test_other_options_on_the_same_output_are_refused(clean):
+    """Resuming with different output-changing options is a clear error, not a mixed dataset."""
+    root, out, _ = clean
+    (out / "summary.json").rename(out / "summary.saved")
+    try:
+        with pytest.raises(UserError, match="image_size: 256 -> 300"):
+            shard_vg(root, out, ShardOptions(shard_samples=4, image_size=300))
+    finally:
+        (out / "summary.saved").rename(out / "summary.json")
+
+
+def test_soft_masks_are_graded_and_lossless(clean, tmp_path):
+    """--mask soft stores feathered masks (values strictly between 0 and 255 at edges) exactly as rasterised."""
+    root, _, _ = clean
+    out = tmp_path / "soft"
+    shard_vg(root, out, ShardOptions(shard_samples=64, mask="soft", feather_px=6.0, workers=1, strict=True))
+    graded = False
+    for sample in read_shard(sorted(out.glob("train-*.tar"))[0]):
+        height, width = sample.image.shape[:2]
+        expected = masks.rasterize_boxes(sample.boxes.astype(np.float32), height, width, 6.0)
+        np.testing.assert_array_equal(sample.masks, expected)
+        graded |= bool(((sample.masks > 0) & (sample.masks < 255)).any())
+    assert graded
+
+
+def test_mask_bytes_stay_small_on_vg_like_images(tmp_path):
+    """At the defaults, masks of ~50 regions per image add well under 15% to the shards."""
+    root = tmp_path / "vg"
+    generate_vg(root, SynthOptions(num_images=6, regions_per_image=50, seed=1))
+    summary = shard_vg(root, tmp_path / "out", ShardOptions(workers=1)).data
+    assert summary["regions"]["kept"] >= 6 * 30
+    assert summary["bytes"]["mask_fraction"] < 0.15
+
+
+def test_bad_roots_are_one_line_errors(tmp_path):
+    """A missing --vg-root, or one without region_descriptions.json, is a UserError naming what is wrong."""
+    with pytest.raises(UserError, match="not a directory"):
+        shard_vg(tmp_path / "nope", tmp_path / "out", ShardOptions())
+    (tmp_path / "image_data.json").write_text("[]")
+    with pytest.raises(UserError, match="region_descriptions.json not found"):
+        shard_vg(tmp_path, tmp_path / "out", ShardOptions())
+
+
+@pytest.mark.parametrize("field, value", [("image_size", 8), ("mask", "fuzzy"), ("val_fraction", 1.0), ("shard_samples", 0)])
+def test_bad_options_are_refused(field, value):
+    """Option values that cannot work are refused up front with a message naming the option."""
+    with pytest.raises(UserError, match=field):
+        ShardOptions(**{field: value})
+
+
+def test_iter_shard_groups_members_by_key(clean):
+    """The plain reader yields one dict per sample with every extension of that key."""
+    _, out, _ = clean
+    samples = list(iter_shard(sorted(out.glob("*.tar"))[0]))
+    assert samples and all(set(s) == {"__key__", "jpg", "profiles.png", "json"} for s in samples)
