@@ -1,4 +1,4 @@
-"""Options of the data commands. Standard library only, so the CLI can show their defaults
+"""Options of the data commands (shard, synth). Standard library only, so the CLI can show their defaults
 without importing numpy, numba or pyarrow."""
 
 from __future__ import annotations
@@ -58,3 +58,52 @@ class ShardOptions:
 
     def resolved_workers(self) -> int:
         return self.workers or len(os.sched_getaffinity(0))
+
+
+VERSIONS = ("1.0", "1.2", "1.4")
+MIN_IMAGES_WITH_QUIRKS = 30  # 20 images carry a quirk; the rest stay clean
+MIN_LONG_SIDE_PX = 128  # below this the 3-6 objects and their part regions no longer fit
+MAX_LONG_SIDE_PX = 4096
+MAX_REGIONS_PER_IMAGE = 200  # VG averages 50; the phrase pools hold 400+ per image
+
+
+@dataclass(frozen=True)
+class SynthOptions:
+    num_images: int = 100  # images listed in image_data.json
+    seed: int = 0  # same seed and options, byte-identical files
+    version: str = "1.4"  # VG release whose field names are written: 1.0, 1.2 or 1.4
+    quirks: bool = False  # inject VG's known defects, a fixed number of each (needs 30 images)
+    regions_per_image: int = 0  # pad images with extra regions up to this many; 0: one per object
+    workers: int = 1  # processes; 0 = all cores available; the output does not depend on it
+    long_side_px: tuple[int, int] = (500, 800)  # longer side range, inclusive; tests shrink it
+
+    def __post_init__(self) -> None:
+        if self.num_images < 1:
+            raise UserError(f"the number of images must be at least 1, got {self.num_images}")
+        if self.seed < 0:
+            raise UserError(f"seed must be >= 0, got {self.seed}")
+        if self.version not in VERSIONS:
+            raise UserError(f"version must be one of {', '.join(VERSIONS)}, got {self.version!r}")
+        if self.quirks and self.num_images < MIN_IMAGES_WITH_QUIRKS:
+            raise UserError(
+                f"quirks need at least {MIN_IMAGES_WITH_QUIRKS} images, got {self.num_images}"
+            )
+        if not 0 <= self.regions_per_image <= MAX_REGIONS_PER_IMAGE:
+            raise UserError(
+                f"regions_per_image must be in 0..{MAX_REGIONS_PER_IMAGE}, "
+                f"got {self.regions_per_image}"
+            )
+        if self.workers < 0:
+            raise UserError(f"workers must be >= 0, got {self.workers}")
+        low, high = self.long_side_px
+        if not MIN_LONG_SIDE_PX <= low <= high <= MAX_LONG_SIDE_PX:
+            raise UserError(
+                f"long_side_px must satisfy {MIN_LONG_SIDE_PX} <= low <= high <= "
+                f"{MAX_LONG_SIDE_PX}, got {self.long_side_px}"
+            )
+
+    def output_affecting(self) -> dict:
+        """The options that change the bytes written (all but `workers`), as saved in the report."""
+        fields = dataclasses.asdict(self)
+        del fields["workers"]
+        return fields
