@@ -17,7 +17,6 @@ Field names differ between releases (see ../shared/BRIEF.md); every variant maps
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -338,8 +337,8 @@ def _listed(table: pa.Table, listed_ids: np.ndarray) -> np.ndarray:
     return np.isin(table.column("image_id").to_numpy(), listed_ids)
 
 
-def load_vg(vg_root: Path, workers: int = 1) -> VgAnnotations:
-    """Read image_data.json, region_descriptions.json and (if present) objects.json."""
+def annotation_files(vg_root: Path) -> dict[str, Path]:
+    """The annotation files to read, by name; a UserError if the root or a required file is missing."""
     if not vg_root.is_dir():
         raise UserError(f"--vg-root {vg_root} is not a directory")
     files = {
@@ -349,25 +348,27 @@ def load_vg(vg_root: Path, workers: int = 1) -> VgAnnotations:
     objects_path = find_annotation(vg_root, "objects", required=False)
     if objects_path is not None:
         files["objects"] = objects_path
-    total_bytes = sum(path.stat().st_size for path in files.values())
-    pool = None
-    if workers > 1 and total_bytes >= _PARALLEL_MIN_BYTES:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        images, _ = read_annotation(files["image_data"], "images", pool, workers)
-        images = _keep_first(images, "image_id")
-        listed_ids = np.sort(images.column("image_id").to_numpy())
-        regions, drops = read_annotation(files["region_descriptions"], "regions", pool, workers)
-        listed = _listed(regions, listed_ids)
-        drops[reasons.DROP_NO_IMAGE_RECORD] += int(np.count_nonzero(~listed))
-        regions = regions.filter(listed)
-        objects = None
-        if objects_path is not None:
-            objects, _ = read_annotation(objects_path, "objects", pool, workers)
-            objects = objects.filter(_listed(objects, listed_ids))
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    return files
+
+
+def load_vg(vg_root: Path, pool: ProcessPoolExecutor | None = None, workers: int = 1) -> VgAnnotations:
+    """Read image_data.json, region_descriptions.json and (if present) objects.json, decoding
+    chunks on `pool` (of `workers` processes) when the files are big enough for that to pay."""
+    files = annotation_files(vg_root)
+    objects_path = files.get("objects")
+    if sum(path.stat().st_size for path in files.values()) < _PARALLEL_MIN_BYTES:
+        pool, workers = None, 1
+    images, _ = read_annotation(files["image_data"], "images", pool, workers)
+    images = _keep_first(images, "image_id")
+    listed_ids = np.sort(images.column("image_id").to_numpy())
+    regions, drops = read_annotation(files["region_descriptions"], "regions", pool, workers)
+    listed = _listed(regions, listed_ids)
+    drops[reasons.DROP_NO_IMAGE_RECORD] += int(np.count_nonzero(~listed))
+    regions = regions.filter(listed)
+    objects = None
+    if objects_path is not None:
+        objects, _ = read_annotation(objects_path, "objects", pool, workers)
+        objects = objects.filter(_listed(objects, listed_ids))
     drops = Counter({reason: count for reason, count in drops.items() if count})
     return VgAnnotations(images, regions, objects, drops, files)
 

@@ -55,3 +55,13 @@ def test_synth_then_shard_from_the_command_line(tmp_path):
         app, ["shard", "--vg-root", str(tmp_path / "vg"), "--out", str(tmp_path / "shards"), "--workers", "1"]
     )
     assert "already complete" in again.output
+
+
+def test_errors_after_workers_started_are_still_one_line(tmp_path):
+    """A malformed annotation file found while worker processes are running ends in one clean error line."""
+    (tmp_path / "image_data.json").write_text('[{"image_id": 1, "width": 5, "height": 5}]')
+    (tmp_path / "region_descriptions.json").write_text('[{"id": 1, "regions": [1,,2]}]')
+    result = fc("shard", "--vg-root", str(tmp_path), "--out", str(tmp_path / "out"), "--workers", "2")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "reading annotations" not in line]
+    assert len(lines) == 1 and "region_descriptions.json" in lines[0]

@@ -20,7 +20,8 @@ from fcdata.errors import UserError
 from fcdata.options import ShardOptions
 from fcdata.reader import iter_shard, read_shard
 from fcdata.shard import PARTS_DIR, shard_vg, ustar_header
-from fcdata.synth import SynthOptions, generate_vg
+from fcdata.options import SynthOptions
+from fcdata.synth import generate_vg
 
 SMALL = (220, 320)  # long side of test images, px: small keeps the tests fast
 

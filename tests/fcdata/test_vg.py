@@ -1,4 +1,6 @@
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -146,8 +148,9 @@ def test_parallel_parse_equals_serial(tmp_path, monkeypatch):
         for i in range(1, 60)
     ]
     root = make_root(tmp_path, [{"image_id": i, "width": 9, "height": 9} for i in range(1, 50)], regions)
-    serial = vg.load_vg(root, workers=1)
+    serial = vg.load_vg(root)
     monkeypatch.setattr(vg, "_PARALLEL_MIN_BYTES", 0)
-    parallel = vg.load_vg(root, workers=2)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parallel = vg.load_vg(root, pool, workers=2)
     assert parallel.regions.equals(serial.regions) and parallel.images.equals(serial.images)
     assert parallel.region_drops == serial.region_drops == {"no_image_record": 30}
