@@ -107,3 +107,43 @@ class SynthOptions:
         fields = dataclasses.asdict(self)
         del fields["workers"]
         return fields
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    shards: str = ""  # shard folder, file, brace pattern (train-{00000..00053}.tar) or comma list
+    split: str = "train"  # which split's shards to take from a shard folder
+    batch_size: int = 256  # region views per batch and rank (images per batch x regions_per_image)
+    regions_per_image: int = 2  # views per image: same-image regions become each other's negatives
+    workers: int = 4  # DataLoader worker processes (0 = in the calling process)
+    resample: bool = True  # endless stream drawing shards with replacement; False: each sample once per epoch
+    shuffle_buffer: int = 1000  # images held for shuffling (per worker)
+    full_image_ratio: float = 0.1  # chance that an image contributes a whole-image view
+    full_image_min_cover: float = 0.8  # a region this large stands in for the missing image caption
+    min_visible: float = 0.6  # share of each chosen region a training crop must keep
+    crop_scale: tuple[float, float] = (0.35, 1.0)  # crop area as a share of the image
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio range
+    flip: bool = True  # mirror half the images (and swap "left"/"right" in their phrases)
+    train_augment: bool = True  # False: letterbox, no randomness (evaluation view)
+    max_text_tokens: int = 77  # captions are cut to this many tokens
+    seed: int = 0  # same seed, same stream of batches
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.batch_size >= 1, "data.batch_size must be >= 1"),
+            (self.regions_per_image >= 1, "data.regions_per_image must be >= 1"),
+            (self.batch_size % self.regions_per_image == 0, "data.batch_size must be a multiple of data.regions_per_image"),
+            (self.workers >= 0, "data.workers must be >= 0"),
+            (self.shuffle_buffer >= 1, "data.shuffle_buffer must be >= 1"),
+            (0.0 <= self.full_image_ratio <= 1.0, "data.full_image_ratio must be in [0, 1]"),
+            (0.0 < self.min_visible <= 1.0, "data.min_visible must be in (0, 1]"),
+            (0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0, "data.crop_scale must satisfy 0 < low <= high <= 1"),
+            (0.0 < self.crop_ratio[0] <= self.crop_ratio[1], "data.crop_ratio must satisfy 0 < low <= high"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+    @property
+    def images_per_batch(self) -> int:
+        return self.batch_size // self.regions_per_image

@@ -1,0 +1,236 @@
+"""Region sampling and the joint geometry of image and masks, one image at a time.
+
+An image yields `regions_per_image` views that share ONE crop and flip of the image and differ
+only in their alpha: same-image regions are then negatives that only the alpha can tell apart.
+Masks are separable (fcdata.masks), so a crop+resize of a mask is two 1-D resamplings and an outer
+product; the 1-D resampling uses the same pixel mapping and triangle filter as PIL's bilinear
+resize of the image, so the two stay aligned to a fraction of a pixel.
+
+Training view: a random crop (area and aspect drawn from `crop_scale` / `crop_ratio`) in which
+every chosen region keeps at least `min_visible` of its area (else another crop is drawn, and
+after 10 draws the whole image is used), resized to size x size, then a horizontal flip with
+probability 1/2 that also swaps the words "left" and "right" in the phrases. Evaluation view:
+pad to square, resize; no randomness.
+
+Whole-image views: with probability `full_image_ratio` one of an image's views gets an all-ones
+alpha and a whole-image caption. Visual Genome has no image captions, so the phrase of the largest
+region is used when that region covers at least `full_image_min_cover` of the image; otherwise the
+view stays a region view.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import random
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from fcdata import keys, masks
+from fcdata.options import LoaderOptions
+
+_SIDE_WORDS = re.compile(r"\b(left|right|Left|Right|LEFT|RIGHT)\b")
+_SWAPPED = {"left": "right", "right": "left", "Left": "Right", "Right": "Left", "LEFT": "RIGHT", "RIGHT": "LEFT"}
+
+
+def mirror_phrase(phrase: str) -> str:
+    """The phrase for the mirrored image: left and right swap places."""
+    return _SIDE_WORDS.sub(lambda m: _SWAPPED[m.group(0)], phrase)
+
+
+@njit(cache=True, nogil=True)
+def resample_profile(profile: np.ndarray, start: float, span: float, size: int) -> np.ndarray:
+    """Resample the 1-D uint8 `profile` over [start, start + span) to `size` samples.
+
+    Output pixel i has its centre at start + (i + 0.5) * span / size in input coordinates and is a
+    triangle-filter average over a support of max(1, span / size) input pixels each side (PIL's
+    bilinear resize, antialiased when shrinking). Input beyond the profile counts as zero.
+    """
+    scale = span / size
+    support = max(1.0, scale)
+    out = np.zeros(size, np.float32)
+    length = profile.shape[0]
+    for i in range(size):
+        centre = start + (i + 0.5) * scale
+        first = max(int(np.floor(centre - support)), 0)
+        last = min(int(np.ceil(centre + support)), length)
+        total = 0.0
+        weights = 0.0
+        for j in range(int(np.floor(centre - support)), int(np.ceil(centre + support))):
+            weight = 1.0 - abs((j + 0.5 - centre) / support)
+            if weight <= 0.0:
+                continue
+            weights += weight
+            if first <= j < last:
+                total += weight * profile[j]
+        out[i] = total / weights if weights > 0.0 else 0.0
+    return out
+
+
+@njit(cache=True, nogil=True)
+def profile_alphas(
+    rows: np.ndarray, cols: np.ndarray, chosen: np.ndarray, box: np.ndarray, size: int, flip: bool
+) -> np.ndarray:
+    """Alphas (k x size x size uint8) of the chosen regions after cropping to `box`
+    (x0, y0, x1, y1 in stored pixels, may extend past the image: zeros there) and resizing."""
+    alphas = np.zeros((chosen.shape[0], size, size), np.uint8)
+    for m in range(chosen.shape[0]):
+        k = chosen[m]
+        if k < 0:  # whole-image view
+            alphas[m] = 255
+            continue
+        along_y = resample_profile(rows[k], box[1], box[3] - box[1], size)
+        along_x = resample_profile(cols[k], box[0], box[2] - box[0], size)
+        if flip:
+            along_x = along_x[::-1].copy()
+        for i in range(size):
+            if along_y[i] == 0.0:
+                continue
+            for j in range(size):
+                alphas[m, i, j] = np.uint8(min(255.0, np.floor(along_y[i] * along_x[j] / 255.0 + 0.5)))
+    return alphas
+
+
+@njit(cache=True, nogil=True)
+def visible_fractions(boxes: np.ndarray, chosen: np.ndarray, crop: np.ndarray) -> np.ndarray:
+    """Share of each chosen box's area inside the crop (1 for whole-image views, index < 0)."""
+    out = np.ones(chosen.shape[0], np.float64)
+    for m in range(chosen.shape[0]):
+        k = chosen[m]
+        if k < 0:
+            continue
+        width = min(boxes[k, 2], crop[2]) - max(boxes[k, 0], crop[0])
+        height = min(boxes[k, 3], crop[3]) - max(boxes[k, 1], crop[1])
+        area = (boxes[k, 2] - boxes[k, 0]) * (boxes[k, 3] - boxes[k, 1])
+        out[m] = max(width, 0.0) * max(height, 0.0) / area if area > 0 else 0.0
+    return out
+
+
+@dataclass
+class ImageViews:
+    """What one image contributes to a batch: one image, k alphas over it."""
+
+    image: np.ndarray  # size x size x 3 uint8
+    alphas: np.ndarray  # k x size x size uint8
+    phrases: list[str]  # k
+    region_ids: list[int]  # k; -1 for a whole-image view
+    image_id: int
+
+
+@dataclass
+class SampleRegions:
+    """A sample's JSON, parsed once into what view-making needs."""
+
+    width: int
+    height: int
+    image_id: int
+    boxes: np.ndarray  # K x 4 float64, stored pixels
+    phrases: list[str]
+    region_ids: list[int]
+    distinct: list[int]  # first region of each phrase (ignoring case)
+    cover: int  # the largest region if it covers full_image_min_cover of the image, else -1
+
+    @classmethod
+    def of(cls, meta: dict, min_cover: float) -> "SampleRegions":
+        regions = meta["regions"]
+        boxes = np.asarray(regions["box"], np.float64).reshape(-1, 4)
+        first_of_phrase: dict[str, int] = {}
+        for index, phrase in enumerate(regions["phrase"]):
+            first_of_phrase.setdefault(phrase.lower(), index)
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        largest = int(np.argmax(areas)) if len(areas) else -1
+        covers = largest >= 0 and areas[largest] >= min_cover * meta["width"] * meta["height"]
+        return cls(
+            meta["width"], meta["height"], meta["image_id"], boxes, regions["phrase"], regions["region_id"],
+            list(first_of_phrase.values()), largest if covers else -1,
+        )
+
+
+def choose_regions(regions: SampleRegions, count: int, options: LoaderOptions, rng: random.Random) -> np.ndarray:
+    """Indices of `count` regions with distinct phrases (ignoring case), or fewer if the image
+    has fewer; the last may be -1: a whole-image view (see the module docstring)."""
+    chosen = rng.sample(regions.distinct, min(count, len(regions.distinct)))
+    if options.full_image_ratio and rng.random() < options.full_image_ratio:
+        if regions.cover >= 0 and regions.cover not in chosen:
+            chosen[-1] = -1
+    return np.array(chosen, np.int64)
+
+
+def random_crop(regions: SampleRegions, chosen: np.ndarray, options: LoaderOptions, rng: random.Random) -> np.ndarray:
+    """A crop (x0, y0, x1, y1) in which every chosen region keeps min_visible of its area."""
+    width, height = regions.width, regions.height
+    area = width * height
+    low, high = math.log(options.crop_ratio[0]), math.log(options.crop_ratio[1])
+    for _ in range(10):
+        target = area * rng.uniform(*options.crop_scale)
+        ratio = math.exp(rng.uniform(low, high))
+        crop_w, crop_h = math.sqrt(target * ratio), math.sqrt(target / ratio)
+        if crop_w > width or crop_h > height:
+            continue
+        x0, y0 = rng.uniform(0, width - crop_w), rng.uniform(0, height - crop_h)
+        crop = np.array([x0, y0, x0 + crop_w, y0 + crop_h])
+        if visible_fractions(regions.boxes, chosen, crop).min() >= options.min_visible:
+            return crop
+    return np.array([0.0, 0.0, float(width), float(height)])
+
+
+def make_views(
+    image, rows: np.ndarray, cols: np.ndarray, regions: SampleRegions, count: int, size: int,
+    options: LoaderOptions, rng: random.Random | None,
+) -> ImageViews:
+    """Choose regions, crop/flip (training, with `rng`) or letterbox (evaluation, rng None).
+
+    Boxes, profiles and crops are in stored pixels (the JSON's width x height); `image` may have
+    been decoded at a reduced DCT scale, so only its own resize box is divided by that scale.
+    """
+    from PIL import Image
+
+    width, height = regions.width, regions.height
+    # Stored pixels per decoded pixel, per axis: a draft decode rounds odd sizes up.
+    scale = np.array([width / image.size[0], height / image.size[1]] * 2)
+    if rng is None:
+        chosen = np.arange(min(count, len(regions.phrases)), dtype=np.int64)
+        side = max(width, height)
+        left, top = (side - width) // 2, (side - height) // 2
+        box = np.array([-left, -top, side - left, side - top], np.float64)
+        square = Image.new("RGB", (round(side / scale[0]), round(side / scale[1])))
+        square.paste(image, (round(left / scale[0]), round(top / scale[1])))
+        picture = square.resize((size, size), Image.Resampling.BILINEAR)
+        flip = False
+    else:
+        chosen = choose_regions(regions, count, options, rng)
+        box = random_crop(regions, chosen, options, rng)
+        image_box = np.minimum(box / scale, image.size * 2)  # float error must not step outside
+        picture = image.resize((size, size), Image.Resampling.BILINEAR, box=tuple(image_box.tolist()))
+        flip = bool(options.flip and rng.random() < 0.5)
+        if flip:
+            picture = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    indices = chosen.tolist()
+    phrases = [regions.phrases[regions.cover if k < 0 else k] for k in indices]
+    return ImageViews(
+        image=np.asarray(picture),
+        alphas=profile_alphas(rows, cols, chosen, box, size, flip),
+        phrases=[mirror_phrase(p) for p in phrases] if flip else phrases,
+        region_ids=[-1 if k < 0 else regions.region_ids[k] for k in indices],
+        image_id=regions.image_id,
+    )
+
+
+def decode_views(sample: dict, count: int, size: int, options: LoaderOptions, rng: random.Random | None) -> ImageViews:
+    """A shard sample (bytes by extension) -> its views. Raises on a corrupt sample."""
+    from PIL import Image
+
+    meta = json.loads(sample[keys.META])
+    if meta["mask"]["layout"] != keys.MASK_LAYOUT_SEPARABLE:
+        raise ValueError(f"unsupported mask layout {meta['mask']['layout']!r}")
+    image = Image.open(io.BytesIO(sample[keys.IMAGE]))
+    image.draft("RGB", (size, size))  # a reduced DCT scale where that still covers `size`
+    rows, cols = masks.decode_profiles(sample[keys.MASK_PROFILES], meta["height"])
+    if rows.shape[1] != meta["height"] or cols.shape[1] != meta["width"]:
+        raise ValueError("mask profiles do not match the image size in the JSON")
+    regions = SampleRegions.of(meta, options.full_image_min_cover)
+    return make_views(image.convert("RGB"), rows, cols, regions, count, size, options, rng)

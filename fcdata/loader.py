@@ -1,0 +1,381 @@
+"""Streaming loader: shards -> uint8 batches in worker processes -> normalised on the device.
+
+Each DataLoader worker plays a *role* (0..W-1 within its rank). A role's stream is a pure function
+of (seed, epoch, rank, role): which shards it reads, how it shuffles them, and every random choice
+made for its n-th sample (an RNG seeded with n, not a running state). Two consequences:
+- the same seed gives the same batches, whatever the machine;
+- a position (batches consumed, and per role how many samples it had emitted) is enough to resume
+  exactly: each role re-reads its raw samples up to that point without decoding them.
+The DataLoader takes batches from workers in turn, so batch i of an epoch comes from role
+i mod W; on resume, worker w takes role (w + batches) mod W and the rotation continues unbroken.
+
+Modes: `resample` (training) draws shards with replacement and never ends, so epochs are a fixed
+number of batches; exactly-once (evaluation) splits a seeded permutation of the shards over
+ranks x workers so every sample is read once, and the last batch of a worker may be short.
+
+Pipeline of one role, as generator stages (what flows between them in comments):
+    shard paths -> raw samples (dicts of bytes) -> shuffled raw samples -> [skip n on resume]
+    -> ImageViews (uint8, decoded and augmented) -> RegionBatch (collated, tokenised)
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import hashlib
+import os
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from fcdata import reader
+from fcdata.augment import ImageViews, decode_views
+from fcdata.errors import CountingHandler, ErrorHandler, UserError
+from fcdata.options import LoaderOptions
+from fcdata.transforms import normalize_alphas, normalize_images
+
+
+def resolve_shards(spec: str, split: str = "train") -> list[str]:
+    """Shard paths from a folder (its `{split}-*.tar`), a file, a glob, a brace pattern
+    (`train-{00000..00053}.tar`) or a comma-separated list of these."""
+    import braceexpand
+
+    paths: list[str] = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        if os.path.isdir(part):
+            paths += sorted(glob.glob(os.path.join(part, f"{split}-*.tar")))
+            continue
+        for expanded in braceexpand.braceexpand(part):
+            matches = sorted(glob.glob(expanded)) if glob.has_magic(expanded) else [expanded]
+            paths += matches
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise UserError(f"shard not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if not paths:
+        raise UserError(f"no {split} shards in {spec!r}")
+    return paths
+
+
+@dataclass
+class LoaderPosition:
+    """Where a rank's stream is within an epoch; enough to resume it exactly."""
+
+    epoch: int = 0
+    batches: int = 0  # batches consumed this epoch
+    emitted: list[int] = field(default_factory=list)  # per role: raw samples behind its last consumed batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batches": self.batches, "emitted": list(self.emitted)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.batches, self.emitted = state["epoch"], state["batches"], list(state["emitted"])
+
+    def advance(self, batch: "RegionBatch") -> None:
+        """Record that `batch` was consumed."""
+        self.emitted[batch.role] = batch.emitted
+        self.batches += 1
+
+    def next_epoch(self, roles: int) -> None:
+        self.epoch, self.batches, self.emitted = self.epoch + 1, 0, [0] * roles
+
+
+@dataclass
+class RegionBatch:
+    """One batch as workers emit it: uint8 pixels, token ids, ids. N images, B views."""
+
+    images: torch.Tensor  # N x 3 x S x S uint8, one per image
+    image_index: torch.Tensor  # B int64: the image each view is of
+    alphas: torch.Tensor  # B x 1 x S x S uint8, 0..255
+    input_ids: torch.Tensor  # B x T int64, T = the longest caption of this batch
+    attention_mask: torch.Tensor  # B x T int64
+    phrase_keys: torch.Tensor  # B int64, equal for captions equal ignoring case
+    image_ids: torch.Tensor  # B int64
+    region_ids: torch.Tensor  # B int64, -1 for a whole-image view
+    role: int = 0  # the worker role that made it
+    emitted: int = 0  # raw samples that role had emitted when it finished this batch
+    skipped: dict[str, int] = field(default_factory=dict)  # samples skipped while making it, by error
+
+    def __len__(self) -> int:
+        return self.image_index.shape[0]
+
+    def pin_memory(self) -> "RegionBatch":
+        tensors = {name: getattr(self, name).pin_memory() for name in _TENSOR_FIELDS}
+        return RegionBatch(**tensors, role=self.role, emitted=self.emitted, skipped=self.skipped)
+
+
+_TENSOR_FIELDS = (
+    "images", "image_index", "alphas", "input_ids", "attention_mask", "phrase_keys", "image_ids", "region_ids",
+)
+
+
+def sample_seed(seed: int, epoch: int, slot: int, number: int) -> int:
+    """The seed of the random choices made for one sample: distinct for every (seed, epoch,
+    slot, sample number), and computed without a running state (see the module docstring)."""
+    return (seed << 96) | (epoch << 64) | (slot << 40) | number
+
+
+def phrase_key(phrase: str) -> int:
+    """A stable 64-bit id of a caption ignoring case and surrounding space."""
+    digest = hashlib.blake2b(phrase.strip().lower().encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+# ----------------------------------------------------------------------------- stages of one role
+
+
+def shard_order(shards: list[str], options: LoaderOptions, epoch: int, slot: int, slots: int) -> Iterator[str]:
+    """Shards for one (rank, role) slot of `slots`: endless draws with replacement, or its share of
+    a seeded permutation (exactly once over all slots)."""
+    if options.resample:
+        rng = np.random.default_rng([options.seed, epoch, slot, 2])
+        while True:
+            yield shards[int(rng.integers(len(shards)))]
+    order = np.random.default_rng([options.seed, epoch]).permutation(len(shards))
+    for index in order[slot::slots].tolist():
+        yield shards[index]
+
+
+def read_samples(paths: Iterator[str], handler: ErrorHandler) -> Iterator[dict]:
+    """shard paths -> raw samples; an unreadable shard is handed to `handler` and skipped."""
+    for path in paths:
+        try:
+            for sample in reader.iter_shard(path):
+                yield sample
+        except Exception as exc:  # noqa: BLE001 - a broken shard must not end training
+            if not handler(exc):
+                raise
+
+
+def shuffle(samples: Iterator[dict], buffer_size: int, rng: np.random.Generator) -> Iterator[dict]:
+    """raw samples -> the same samples in a locally shuffled order (a buffer of buffer_size)."""
+    buffer: list[dict] = []
+    for sample in samples:
+        if len(buffer) < buffer_size:
+            buffer.append(sample)
+            continue
+        index = int(rng.integers(buffer_size))
+        buffer[index], sample = sample, buffer[index]
+        yield sample
+    order = rng.permutation(len(buffer))
+    for index in order.tolist():
+        yield buffer[index]
+
+
+def _views(
+    samples: Iterator[dict], first_index: int, decode: Callable, options: LoaderOptions,
+    epoch: int, slot: int, skipped: Counter,
+) -> Iterator[tuple[int, ImageViews]]:
+    """raw samples (the first numbered first_index) -> (sample number, views); corrupt samples
+    are counted in `skipped` by error type and left out."""
+    for number, sample in enumerate(samples, start=first_index + 1):
+        rng = random.Random(sample_seed(options.seed, epoch, slot, number)) if options.train_augment else None
+        try:
+            yield number, decode(sample, rng=rng)
+        except Exception as exc:  # noqa: BLE001 - counted, reported with the batch
+            skipped[type(exc).__name__] += 1
+
+
+def _batches(
+    views: Iterator[tuple[int, ImageViews]], options: LoaderOptions, tokenizer, role: int, skipped: Counter,
+) -> Iterator[RegionBatch]:
+    """(number, views) -> RegionBatch of exactly batch_size views (the last may be short when
+    the stream ends); an image whose views do not all fit contributes only those that do."""
+    pending: list[ImageViews] = []
+    room = options.batch_size
+    for number, image_views in views:
+        take = min(room, len(image_views.phrases))
+        if take < len(image_views.phrases):
+            image_views = ImageViews(
+                image_views.image, image_views.alphas[:take], image_views.phrases[:take],
+                image_views.region_ids[:take], image_views.image_id,
+            )
+        pending.append(image_views)
+        room -= take
+        if room == 0:
+            yield collate(pending, tokenizer, options, role, number, skipped)
+            pending, room = [], options.batch_size
+            skipped.clear()
+    if pending:
+        yield collate(pending, tokenizer, options, role, number, skipped)
+
+
+def collate(
+    images: list[ImageViews], tokenizer, options: LoaderOptions, role: int, emitted: int, skipped: Counter
+) -> RegionBatch:
+    phrases = [p for views in images for p in views.phrases]
+    tokens = tokenizer(
+        phrases, padding="longest", truncation=True, max_length=options.max_text_tokens, return_tensors="np"
+    )
+    counts = [len(views.phrases) for views in images]
+    # N x S x S x 3 in memory, seen as N x 3 x S x S (channels-last strides): no transposing copy,
+    # and convolutions take channels-last input as it is.
+    pixels = torch.from_numpy(np.stack([views.image for views in images])).permute(0, 3, 1, 2)
+    return RegionBatch(
+        images=pixels,
+        image_index=torch.from_numpy(np.repeat(np.arange(len(images)), counts)),
+        alphas=torch.from_numpy(np.concatenate([views.alphas for views in images])[:, None]),
+        input_ids=torch.from_numpy(tokens["input_ids"].astype(np.int64)),
+        attention_mask=torch.from_numpy(tokens["attention_mask"].astype(np.int64)),
+        phrase_keys=torch.tensor([phrase_key(p) for p in phrases], dtype=torch.int64),
+        image_ids=torch.tensor(np.repeat([views.image_id for views in images], counts), dtype=torch.int64),
+        region_ids=torch.tensor([r for views in images for r in views.region_ids], dtype=torch.int64),
+        role=role,
+        emitted=emitted,
+        skipped=dict(skipped),
+    )
+
+
+class RegionStream(torch.utils.data.IterableDataset):
+    """The batches of one rank for one epoch (see the module docstring)."""
+
+    def __init__(
+        self, shards: list[str], options: LoaderOptions, tokenizer, image_size: int,
+        rank: int = 0, world: int = 1, position: LoaderPosition | None = None,
+    ):
+        self.shards, self.options, self.tokenizer, self.image_size = shards, options, tokenizer, image_size
+        self.rank, self.world = rank, world
+        self.roles = max(1, options.workers)
+        self.position = position or LoaderPosition(emitted=[0] * self.roles)
+        if len(self.position.emitted) != self.roles:
+            raise UserError(
+                f"the data position was saved with {len(self.position.emitted)} loader workers; "
+                f"resume with data.workers = {len(self.position.emitted)}"
+            )
+
+    def __iter__(self) -> Iterator[RegionBatch]:
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        role = (worker + self.position.batches) % self.roles
+        slot = self.rank * self.roles + role  # unique over all ranks and roles
+        epoch, options = self.position.epoch, self.options
+        already = self.position.emitted[role]
+        handler = CountingHandler(f"loader rank {self.rank} role {role}")
+        skipped: Counter[str] = Counter()
+        # shard paths -> raw samples -> shuffled raw samples
+        samples = shuffle(
+            read_samples(shard_order(self.shards, options, epoch, slot, self.world * self.roles), handler),
+            options.shuffle_buffer,
+            np.random.default_rng([options.seed, epoch, slot, 0]),
+        )
+        for _ in range(already):  # resume: consumed samples are read again but not decoded
+            if next(samples, None) is None:
+                return
+        decode = functools.partial(
+            decode_views, count=options.regions_per_image, size=self.image_size, options=options
+        )
+        # -> (number, ImageViews) -> RegionBatch
+        views = _views(samples, already, decode, options, epoch, slot, skipped)
+        for batch in _batches(views, options, self.tokenizer, role, skipped):
+            batch.skipped.update({f"shard:{k}": v for k, v in handler.counts.items()})
+            handler.counts.clear()
+            yield batch
+
+
+def make_loader(stream: RegionStream) -> torch.utils.data.DataLoader:
+    """A DataLoader over the stream: batches are made in the workers (batch_size=None)."""
+    workers = stream.options.workers
+    return torch.utils.data.DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+        multiprocessing_context="spawn" if workers else None,
+    )
+
+
+# ----------------------------------------------------------------------------- on the device
+
+
+@dataclass
+class DeviceBatch:
+    """A batch on the training device, normalised: B views."""
+
+    pixel_values: torch.Tensor  # B x 3 x S x S float32, CLIP-normalised (images gathered per view)
+    alpha: torch.Tensor  # B x 1 x S x S float32, (a - 0.5) / 0.26
+    input_ids: torch.Tensor  # B x T int64
+    attention_mask: torch.Tensor  # B x T int64
+    phrase_keys: torch.Tensor  # B int64
+    image_ids: torch.Tensor  # B int64
+    region_ids: torch.Tensor  # B int64
+    source: RegionBatch  # the host batch (role, emitted, skipped; tensors on the host)
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def to_device(batch: RegionBatch, device: torch.device) -> DeviceBatch:
+    move = functools.partial(torch.Tensor.to, device=device, non_blocking=True)
+    images = normalize_images(move(batch.images))
+    return DeviceBatch(
+        pixel_values=images[move(batch.image_index)],
+        alpha=normalize_alphas(move(batch.alphas)),
+        input_ids=move(batch.input_ids),
+        attention_mask=move(batch.attention_mask),
+        phrase_keys=move(batch.phrase_keys),
+        image_ids=move(batch.image_ids),
+        region_ids=move(batch.region_ids),
+        source=batch,
+    )
+
+
+class Prefetcher:
+    """Batches on the device, one ahead: on CUDA the copy and normalisation of batch i+1 run on a
+    side stream while batch i trains (timm's prefetcher); on CPU the same API without streams.
+    `wait_seconds` accumulates the time the consumer waited for data."""
+
+    def __init__(self, batches, device: torch.device):
+        self.batches, self.device = batches, device
+        self.wait_seconds = 0.0
+
+    def __iter__(self) -> Iterator[DeviceBatch]:
+        iterator = iter(self.batches)
+        if self.device.type != "cuda":
+            while True:
+                started = time.perf_counter()
+                batch = next(iterator, None)
+                self.wait_seconds += time.perf_counter() - started
+                if batch is None:
+                    return
+                yield to_device(batch, self.device)
+        stream = torch.cuda.Stream(self.device)
+        upcoming = self._load(iterator, stream)
+        while upcoming is not None:
+            started = time.perf_counter()
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            current = upcoming
+            for name in ("pixel_values", "alpha", "input_ids", "attention_mask", "phrase_keys", "image_ids", "region_ids"):
+                getattr(current, name).record_stream(torch.cuda.current_stream(self.device))
+            upcoming = self._load(iterator, stream)
+            self.wait_seconds += time.perf_counter() - started
+            yield current
+
+    def _load(self, iterator, stream) -> DeviceBatch | None:
+        batch = next(iterator, None)
+        if batch is None:
+            return None
+        with torch.cuda.stream(stream):
+            return to_device(batch, self.device)
+
+
+def count_samples(shards: list[str]) -> int:
+    """Samples in the shards, from sizes.json beside them where present, else by reading."""
+    import json
+
+    total = 0
+    sizes_cache: dict[str, dict] = {}
+    for shard in shards:
+        folder = str(Path(shard).parent)
+        if folder not in sizes_cache:
+            sizes_path = Path(folder) / "sizes.json"
+            sizes_cache[folder] = json.loads(sizes_path.read_text()) if sizes_path.exists() else {}
+        size = sizes_cache[folder].get(Path(shard).name)
+        total += size if size is not None else sum(1 for _ in reader.iter_shard(shard))
+    return total
