@@ -1,0 +1,145 @@
+"""Inference with an exported Focus-CLIP model: embed image regions and captions, score them.
+
+    import numpy as np
+    from fctrain.api import FocusClip
+
+    model = FocusClip.load("runs/vg/export")               # a directory written by export_model
+    image = np.asarray(PIL.Image.open("street.jpg").convert("RGB"))   # H x W x 3 uint8
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[120:300, 40:200] = 255                             # the region to look at (graded allowed)
+    scores = model.score(image, mask, ["a red car", "a man on a bicycle"])   # 1 x 2
+
+Images and masks are preprocessed together exactly as in evaluation (`fcdata.transforms.letterbox`:
+zero-pad to square, resize), so a region is never cropped away or misaligned with its mask.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fcdata.errors import UserError
+from fcdata.transforms import letterbox, normalize_alphas, normalize_images
+from fctrain.export import FORMAT, FORMAT_VERSION, METADATA
+from fctrain.model import RGBAClip, load_alpha_embedding, load_clip
+
+ImageLike = np.ndarray  # H x W x 3 uint8
+AlphaLike = np.ndarray | None  # H x W: uint8 0..255, float 0..1 or bool; None = the whole image
+
+
+class FocusClip:
+    """A loaded Focus-CLIP model. Embeddings are L2-normalised float32 on the model's device."""
+
+    def __init__(self, model: RGBAClip, tokenizer, device: torch.device, dtype: torch.dtype, batch_size: int = 64):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size  # images per forward in encode_image
+        self.image_size = model.image_size
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> FocusClip:
+        """Load an export (see fctrain.export). `dtype` e.g. torch.bfloat16 on a GPU; default float32.
+
+        >>> model = FocusClip.load("runs/vg/export", device="cuda", dtype=torch.bfloat16)
+        """
+        path = Path(path)
+        meta_path = path / METADATA
+        if not meta_path.is_file():
+            raise UserError(f"{path}: not a Focus-CLIP export (no {METADATA}); write one with fctrain.export.export_model")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            raise UserError(
+                f"{path}: export format {meta.get('format')!r} v{meta.get('format_version')}, "
+                f"this version reads {FORMAT!r} v{FORMAT_VERSION}"
+            )
+        clip, tokenizer = load_clip(path)
+        model = RGBAClip(clip)
+        load_alpha_embedding(model, path / meta["alpha_weights"])
+        if model.image_size != meta["image_size"]:
+            raise UserError(f"{path}: {METADATA} says {meta['image_size']} px, the model takes {model.image_size}")
+        device = torch.device(device)
+        dtype = dtype or torch.float32
+        model.requires_grad_(False).eval().to(device=device, dtype=dtype)
+        return cls(model, tokenizer, device, dtype)
+
+    def encode_image(self, images: ImageLike | Sequence[ImageLike], alphas: AlphaLike | Sequence[AlphaLike] = None) -> torch.Tensor:
+        """Image(s) and their region mask(s) -> N x D unit vectors.
+
+        `images`: one H x W x 3 uint8 array or a sequence of them (sizes may differ). `alphas`: one
+        mask per image (H x W, uint8 0..255 or float 0..1; graded values are kept at 8-bit
+        precision), None for the whole image, or a sequence of those.
+
+        >>> emb = model.encode_image([img_a, img_b], [mask_a, None])   # 2 x D
+        """
+        single = isinstance(images, np.ndarray) and images.ndim == 3
+        images = [images] if single else list(images)
+        if alphas is None:
+            alphas = [None] * len(images)
+        elif single and not isinstance(alphas, (list, tuple)):
+            alphas = [alphas]
+        else:
+            alphas = list(alphas)
+        if len(alphas) != len(images):
+            raise ValueError(f"{len(images)} images but {len(alphas)} alphas: give one mask (or None) per image")
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            pairs = [self._letterbox(i, a) for i, a in zip(images[start : start + self.batch_size], alphas[start : start + self.batch_size])]
+            pixels = torch.stack([p for p, _ in pairs]).to(self.device)  # n x 3 x S x S uint8
+            masks = torch.stack([a for _, a in pairs]).to(self.device)  # n x 1 x S x S uint8
+            with torch.inference_mode():
+                features = self.model.encode_image(
+                    normalize_images(pixels).to(self.dtype), normalize_alphas(masks).to(self.dtype)
+                )
+            out.append(F.normalize(features.float(), dim=-1))
+        return torch.cat(out)
+
+    def encode_text(self, texts: str | Sequence[str]) -> torch.Tensor:
+        """Caption(s) -> N x D unit vectors (cut at 77 tokens).
+
+        >>> emb = model.encode_text(["a red car", "a dog"])   # 2 x D
+        """
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        batch = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        with torch.inference_mode():
+            features = self.model.encode_text(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+        return F.normalize(features.float(), dim=-1)
+
+    def score(self, images, alphas, texts) -> torch.Tensor:
+        """N_images x N_texts: cosine similarity times the model's logit scale exp(logit_scale)
+        (100 for OpenAI CLIP). Softmax over a row ranks captions for a region.
+
+        >>> model.score(img, mask, ["a red car", "a dog"]).softmax(-1)
+        """
+        scale = self.model.logit_scale.detach().float().exp()
+        return scale * self.encode_image(images, alphas) @ self.encode_text(texts).T
+
+    def _letterbox(self, image: np.ndarray, alpha) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image and mask -> 3 x S x S and 1 x S x S uint8 tensors, one geometry for both."""
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"images must be H x W x 3 uint8 arrays, got {image.dtype} {image.shape}")
+        mask = np.full(image.shape[:2], 255, np.uint8) if alpha is None else _alpha_uint8(np.asarray(alpha))
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"alpha {mask.shape} must match its image's height x width {image.shape[:2]}")
+        square, masks = letterbox(image, mask[None], self.image_size)
+        # Copies: PIL-backed arrays are read-only, which torch.from_numpy warns about.
+        return torch.tensor(square).permute(2, 0, 1), torch.tensor(masks)
+
+
+def _alpha_uint8(alpha: np.ndarray) -> np.ndarray:
+    if alpha.dtype == np.uint8:
+        return alpha
+    if alpha.dtype == np.bool_:
+        return alpha.astype(np.uint8) * 255
+    if np.issubdtype(alpha.dtype, np.floating):
+        if alpha.size and (np.nanmin(alpha) < 0 or np.nanmax(alpha) > 1 or np.isnan(alpha).any()):
+            raise ValueError("float alphas must lie in [0, 1]")
+        return np.rint(alpha * 255).astype(np.uint8)
+    raise ValueError(f"alphas must be uint8 (0..255), float (0..1) or bool, got {alpha.dtype}")

@@ -1,0 +1,64 @@
+"""Export a trained model as one standalone directory that `fctrain.api.FocusClip.load` reads.
+
+Layout (no peft files: LoRA is merged into the base weights):
+
+    config.json, model.safetensors     the merged CLIPModel (transformers save_pretrained)
+    tokenizer.json, tokenizer_config.json, ...
+    alpha_embedding.safetensors        {"weight": D x 1 x P x P}
+    focus_clip.json                    format version, image size, input normalisation
+
+The CLIP part loads with plain `transformers.CLIPModel.from_pretrained` too (as RGB-only CLIP).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from transformers import CLIPModel
+
+from fcdata.transforms import ALPHA_MEAN, ALPHA_STD, CLIP_MEAN, CLIP_STD
+from fctrain.model import ALPHA_WEIGHTS, RGBAClip, save_alpha_embedding, write_directory_atomically
+
+METADATA = "focus_clip.json"
+FORMAT = "focus-clip"
+FORMAT_VERSION = 1  # bump when the layout or the meaning of a field changes
+
+
+def export_model(model: RGBAClip, tokenizer, out_dir: Path, image_size: int) -> Path:
+    """Write `model` (LoRA merged) and `tokenizer` to `out_dir`, replacing it whole; the training
+    model is left untouched. Nothing is left half-written if this fails or is interrupted."""
+    model_size = model.image_size
+    if image_size != model_size:
+        raise ValueError(f"export image_size {image_size} differs from the model's {model_size}")
+    out_dir = Path(out_dir)
+    with write_directory_atomically(out_dir) as tmp:
+        merged_clip(model).save_pretrained(tmp)  # safetensors
+        tokenizer.save_pretrained(tmp)
+        save_alpha_embedding(model, tmp / ALPHA_WEIGHTS)
+        metadata = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "image_size": image_size,
+            "patch_size": model.base_clip.config.vision_config.patch_size,
+            # Inputs: letterbox (zero-pad to square, resize), then these (fcdata.transforms).
+            "preprocess": "letterbox",
+            "image_mean": list(CLIP_MEAN),
+            "image_std": list(CLIP_STD),
+            "alpha_mean": ALPHA_MEAN,
+            "alpha_std": ALPHA_STD,
+            "alpha_weights": ALPHA_WEIGHTS,
+        }
+        (tmp / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
+    return out_dir
+
+
+def merged_clip(model: RGBAClip) -> CLIPModel:
+    """A CLIPModel with the LoRA updates folded into its weights: a copy when LoRA is applied (the
+    training model keeps its adapters), the model's own CLIPModel otherwise."""
+    if model.peft_model is None:
+        return model.clip
+    # A deep copy costs one model's memory for a moment (~0.6 GB for ViT-B/16) but leaves the
+    # training model exactly as it was; merging in place and unmerging would not be bit-exact.
+    return copy.deepcopy(model.peft_model).merge_and_unload(safe_merge=True)

@@ -1,0 +1,545 @@
+"""The RGBA CLIP model: a Hugging Face CLIPModel plus an alpha patch embedding, LoRA on the vision
+tower, and the helpers the trainer needs around it (loading, checkpoints of the trainable part,
+activation checkpointing, a cache of the frozen text tower's caption embeddings).
+
+Alpha-CLIP's design: a second patch-embedding conv reads the alpha mask (1 = the region) and its
+output is added to the RGB patch embedding before the class token, positional embedding and
+pre-LayerNorm. It starts at zero, so at step 0 the model is exactly CLIP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import uuid
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from peft import PeftConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from peft import LoraConfig as PeftLoraConfig
+from peft.tuners.lora import LoraLayer
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoTokenizer, CLIPConfig, CLIPModel
+
+from fcdata.errors import UserError
+from fctrain.config import LoraConfig, ModelConfig
+from fctrain.tokenizer import build_tokenizer
+
+log = logging.getLogger("fc")
+
+ALPHA_WEIGHTS = "alpha_embedding.safetensors"  # {"weight": D x 1 x P x P}, beside adapters and exports
+ADAPTER_CONFIG = "adapter_config.json"  # peft's names
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_SUBMODULE = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "out_proj": "self_attn",
+              "fc1": "mlp", "fc2": "mlp"}
+
+# The tiny model: small enough that a CPU test runs a forward in milliseconds.
+TINY_WIDTH = 128
+TINY_LAYERS = 4
+TINY_HEADS = 4
+
+
+@contextlib.contextmanager
+def write_directory_atomically(out_dir: Path) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside `out_dir`; on success it replaces `out_dir` whole,
+    on any exception it is removed. Readers never see a half-written `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out_dir.exists():
+        # A directory cannot be renamed over a non-empty one: move the old one aside first.
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building and loading CLIP
+
+
+def create_tiny_model(out_dir: Path, phrases: Iterable[str], image_size: int = 224, seed: int = 0) -> Path:
+    """Train a tokenizer on `phrases` and save it with a small random CLIPModel into `out_dir`.
+
+    The same phrases, size and seed give the same weights. Written atomically.
+    """
+    out_dir = Path(out_dir)
+    with write_directory_atomically(out_dir) as tmp:
+        tokenizer = build_tokenizer(phrases, tmp)
+        config = CLIPConfig(
+            text_config=dict(
+                vocab_size=len(tokenizer),
+                hidden_size=TINY_WIDTH,
+                intermediate_size=4 * TINY_WIDTH,
+                num_hidden_layers=TINY_LAYERS,
+                num_attention_heads=TINY_HEADS,
+                max_position_embeddings=tokenizer.model_max_length,
+                # The text tower pools at the first eos_token_id; 2 would switch HF to its legacy
+                # argmax(input_ids) pooling, which our tokenizer's ids do not satisfy.
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            ),
+            vision_config=dict(
+                image_size=image_size,
+                patch_size=16,
+                hidden_size=TINY_WIDTH,
+                intermediate_size=4 * TINY_WIDTH,
+                num_hidden_layers=TINY_LAYERS,
+                num_attention_heads=TINY_HEADS,
+            ),
+            projection_dim=TINY_WIDTH,
+            logit_scale_init_value=math.log(100.0),  # the fixed temperature of the recipe (BRIEF)
+        )
+        check_text_pooling(config.text_config, tokenizer)
+        with torch.random.fork_rng(devices=[]):  # seed the init without disturbing the caller's RNG
+            torch.manual_seed(seed)
+            clip = CLIPModel(config)
+        clip.save_pretrained(tmp)  # safetensors
+    return out_dir
+
+
+def load_clip(model: ModelConfig | str | Path) -> tuple[CLIPModel, object]:
+    """Load a CLIPModel (float32) and its tokenizer from a local directory, or a hub id that is
+    already in the local Hugging Face cache. Nothing is downloaded.
+
+    With a ModelConfig, its attention implementation is used and its image size is checked
+    against the model's.
+    """
+    cfg = model if isinstance(model, ModelConfig) else None
+    source = cfg.name_or_path if cfg else str(model)
+    attn = cfg.attn_implementation if cfg else "sdpa"
+    local = Path(source).expanduser()
+    where = str(local) if local.exists() else source
+    if local.exists() and not local.is_dir():
+        raise UserError(f"model {source!r} is a file; give the directory that holds config.json")
+    try:
+        config = AutoConfig.from_pretrained(where, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"model {source!r}: no CLIP model there (need a local directory with config.json, weights and "
+            f"tokenizer, or a hub id already in the local Hugging Face cache; nothing is downloaded)"
+        ) from exc
+    if not isinstance(config, CLIPConfig):
+        raise UserError(f"model {source!r} is a {config.model_type!r} model; Focus-CLIP needs a CLIP model")
+    try:
+        clip = CLIPModel.from_pretrained(
+            where, config=config, attn_implementation=attn, dtype=torch.float32, local_files_only=True
+        )
+    except (OSError, ValueError) as exc:
+        raise UserError(f"model {source!r}: cannot load the CLIP weights ({exc})".splitlines()[0]) from exc
+    # transformers 5 quietly builds an empty CLIP tokenizer from a directory without vocabulary files.
+    if local.is_dir() and not any((local / name).is_file() for name in ("tokenizer.json", "vocab.json")):
+        raise UserError(f"model {source!r}: no tokenizer (tokenizer.json or vocab.json) beside the weights")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"model {source!r}: no tokenizer beside the weights ({exc})".splitlines()[0]) from exc
+    if len(tokenizer) > clip.config.text_config.vocab_size:
+        raise UserError(f"model {source!r}: the tokenizer has {len(tokenizer)} tokens, the text tower "
+                        f"{clip.config.text_config.vocab_size}: they do not belong together")
+    check_text_pooling(clip.config.text_config, tokenizer)
+    vision_size = clip.config.vision_config.image_size
+    if cfg and vision_size != cfg.image_size:
+        raise UserError(f"model.image_size is {cfg.image_size} but model {source!r} takes {vision_size} px images")
+    return clip, tokenizer
+
+
+def check_text_pooling(text_config, tokenizer) -> None:
+    """Fail unless HF's CLIP text tower will pool each caption at the tokenizer's end token.
+
+    HF pools at argmax(input_ids) when the config's eos_token_id is 2 (legacy OpenAI configs, right
+    only when the end token is the largest id), else at the first position equal to eos_token_id.
+    """
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise UserError("the tokenizer has no end-of-text token; CLIP pools the caption there")
+    if text_config.eos_token_id == 2:
+        if eos != len(tokenizer) - 1:
+            raise UserError(
+                f"text config has legacy eos_token_id 2 (pool at the largest id) but the tokenizer's end token "
+                f"{eos} is not its largest id {len(tokenizer) - 1}; set text_config.eos_token_id to {eos}"
+            )
+    elif text_config.eos_token_id != eos:
+        raise UserError(
+            f"text config eos_token_id {text_config.eos_token_id} differs from the tokenizer's end token {eos}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The RGBA model
+
+
+def rgba_vision_forward(model: RGBAClip, pixel_values: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """CLIP's vision forward with the alpha patch embedding added; projected, not normalised.
+
+    A plain function of the model (rather than a bound method) so that torch.compile of it can be
+    shared by copies of the model without calling into the original.
+    """
+    clip = model.base_clip
+    vision = clip.vision_model
+    emb = vision.embeddings
+    size = emb.image_size
+    if pixel_values.shape[-2:] != (size, size) or alpha.shape[-2:] != (size, size) or alpha.shape[1] != 1:
+        raise ValueError(
+            f"expected pixel_values B x 3 x {size} x {size} and alpha B x 1 x {size} x {size}, "
+            f"got {tuple(pixel_values.shape)} and {tuple(alpha.shape)}"
+        )
+    dtype = emb.patch_embedding.weight.dtype
+    patches = emb.patch_embedding(pixel_values.to(dtype)) + model.alpha_embedding(alpha.to(dtype))  # B x D x g x g
+    patches = patches.flatten(2).transpose(1, 2)  # B x g*g x D
+    cls = emb.class_embedding.expand(patches.shape[0], 1, -1)  # B x 1 x D
+    hidden = torch.cat([cls, patches], dim=1) + emb.position_embedding(emb.position_ids)  # B x (1 + g*g) x D
+    hidden = vision.pre_layrnorm(hidden)
+    hidden = vision.encoder(inputs_embeds=hidden).last_hidden_state
+    pooled = vision.post_layernorm(hidden[:, 0])  # the class token, B x D
+    return clip.visual_projection(pooled)
+
+
+class RGBAClip(nn.Module):
+    """A CLIPModel (`self.clip`; a peft model wrapping it after `apply_lora`) whose vision tower
+    also reads an alpha mask through `self.alpha_embedding`, a zero-initialised patch conv.
+
+    `forward(pixel_values, alpha)` is `encode_image`, so DDP sees the trainable path.
+    """
+
+    def __init__(self, clip: CLIPModel):
+        super().__init__()
+        self.clip = clip
+        vision = clip.config.vision_config
+        weight = clip.vision_model.embeddings.patch_embedding.weight
+        self.alpha_embedding = nn.Conv2d(
+            1, vision.hidden_size, kernel_size=vision.patch_size, stride=vision.patch_size, bias=False,
+            device=weight.device, dtype=weight.dtype,
+        )
+        # Zero: the model equals CLIP at step 0 and training decides how much the alpha matters.
+        nn.init.zeros_(self.alpha_embedding.weight)
+        # The text tower never trains in this recipe (its embeddings are cached).
+        clip.text_model.requires_grad_(False)
+        clip.text_projection.requires_grad_(False)
+        self._vision_forward = rgba_vision_forward
+
+    @property
+    def base_clip(self) -> CLIPModel:
+        """The CLIPModel itself, whether or not LoRA is applied (LoRA layers sit inside it)."""
+        return self.clip.get_base_model() if isinstance(self.clip, PeftModel) else self.clip
+
+    @property
+    def peft_model(self) -> PeftModel | None:
+        """The peft wrapper (for `save_pretrained`/adapter loading), or None before `apply_lora`."""
+        return self.clip if isinstance(self.clip, PeftModel) else None
+
+    @property
+    def logit_scale(self) -> nn.Parameter:
+        """CLIP's log temperature (HF does not clamp it; ln 100 for OpenAI CLIP)."""
+        return self.base_clip.logit_scale
+
+    @property
+    def image_size(self) -> int:
+        return self.base_clip.config.vision_config.image_size
+
+    def encode_image(self, pixel_values: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """pixel_values B x 3 x S x S (CLIP-normalised), alpha B x 1 x S x S ((a - 0.5) / 0.26,
+        a in [0, 1], graded allowed) -> B x D projected features, not L2-normalised."""
+        return self._vision_forward(self, pixel_values, alpha)
+
+    def forward(self, pixel_values: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        return self.encode_image(pixel_values, alpha)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """B x L token ids (padded) -> B x D projected features of the frozen text tower."""
+        clip = self.base_clip
+        pooled = clip.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        return clip.text_projection(pooled)
+
+
+def compile_vision(model: RGBAClip, **compile_kwargs) -> bool:
+    """torch.compile the vision forward (alpha conv + tower); False, with a warning, where
+    torch.compile cannot run here. The text tower stays eager (its outputs are cached)."""
+    try:
+        supported = torch._dynamo.is_dynamo_supported()
+    except Exception:  # noqa: BLE001 - any failure to ask means "not available"
+        supported = False
+    if not supported:
+        log.warning("model.compile: torch.compile is not supported on this platform/Python; running eagerly")
+        return False
+    model._vision_forward = torch.compile(rgba_vision_forward, **compile_kwargs)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA and the trainable state
+
+
+def vision_lora_pattern(targets: Sequence[str]) -> str:
+    """peft target regex (full match on module paths) for the named linears of every vision block.
+
+    The text tower has modules with the same names, so bare names would put LoRA there too.
+    """
+    names = "|".join(f"{_SUBMODULE[t]}\\.{t}" for t in targets)
+    return rf".*vision_model\.encoder\.layers\.\d+\.({names})"
+
+
+def apply_lora(model: RGBAClip, lora: LoraConfig, train_logit_scale: bool = False) -> RGBAClip:
+    """Put LoRA on `lora.targets` of every vision block and freeze everything but LoRA and the alpha
+    conv (and the logit scale if `train_logit_scale`). `model.clip` becomes the peft model."""
+    if model.peft_model is not None:
+        raise ValueError("LoRA is already applied to this model")
+    config = PeftLoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=vision_lora_pattern(lora.targets),
+        bias="none",
+    )
+    with _quiet_peft():
+        model.clip = get_peft_model(model.clip, config)  # freezes every base weight
+    _freeze_all_but_trainable(model, train_logit_scale)
+    layers = model.base_clip.config.vision_config.num_hidden_layers
+    wrapped = sum(isinstance(m, LoraLayer) for m in model.base_clip.vision_model.modules())
+    if wrapped != layers * len(lora.targets):  # the pattern missed: a transformers renaming, say
+        raise RuntimeError(f"LoRA wrapped {wrapped} modules, expected {layers} layers x {len(lora.targets)} targets")
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """peft asks transformers 5 a deprecated question (is_gradient_checkpointing); not ours to fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
+def _freeze_all_but_trainable(model: RGBAClip, train_logit_scale: bool) -> None:
+    for name, param in model.clip.named_parameters():
+        param.requires_grad_("lora_" in name)
+    model.alpha_embedding.requires_grad_(True)
+    model.logit_scale.requires_grad_(train_logit_scale)
+
+
+def save_adapters(model: RGBAClip, directory: Path) -> None:
+    """Write the trainable state: peft's adapter_config.json + adapter_model.safetensors and
+    alpha_embedding.safetensors. Atomicity is the caller's (checkpoints write to a temporary dir)."""
+    if model.peft_model is None:
+        raise ValueError("the model has no LoRA adapters; call apply_lora first")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.peft_model.save_pretrained(str(directory))
+    save_alpha_embedding(model, directory / ALPHA_WEIGHTS)
+
+
+def load_adapters(model: RGBAClip, directory: Path) -> RGBAClip:
+    """Load what `save_adapters` wrote. A model with LoRA must have the same LoRA settings; a model
+    without gets the saved adapters attached (trainable, as after `apply_lora`)."""
+    directory = Path(directory)
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ALPHA_WEIGHTS):
+        if not (directory / name).is_file():
+            raise UserError(f"{directory}: no {name}; not an adapter directory written by save_adapters")
+    if model.peft_model is None:
+        with _quiet_peft():
+            model.clip = PeftModel.from_pretrained(model.clip, str(directory), is_trainable=True)
+        _freeze_all_but_trainable(model, train_logit_scale=False)
+    else:
+        saved = PeftConfig.from_pretrained(str(directory))
+        current = model.peft_model.peft_config["default"]
+        fields = ("r", "lora_alpha", "target_modules")
+        if any(getattr(saved, f) != getattr(current, f) for f in fields):
+            raise UserError(
+                f"{directory}: adapters were saved with "
+                f"{ {f: getattr(saved, f) for f in fields} }, the model has { {f: getattr(current, f) for f in fields} }"
+            )
+        device = next(model.parameters()).device
+        result = set_peft_model_state_dict(model.peft_model, load_file(directory / ADAPTER_WEIGHTS, device=str(device)))
+        missing = [k for k in result.missing_keys if "lora_" in k]
+        if missing or result.unexpected_keys:
+            raise UserError(f"{directory}: adapter weights do not fit the model (missing {missing[:2]}, "
+                            f"unexpected {list(result.unexpected_keys)[:2]})")
+    load_alpha_embedding(model, directory / ALPHA_WEIGHTS)
+    return model
+
+
+def save_alpha_embedding(model: RGBAClip, path: Path) -> None:
+    save_file({"weight": model.alpha_embedding.weight.detach().cpu().contiguous()}, str(path))
+
+
+def load_alpha_embedding(model: RGBAClip, path: Path) -> None:
+    weight = load_file(str(path))["weight"]
+    if weight.shape != model.alpha_embedding.weight.shape:
+        raise UserError(f"{path}: alpha embedding {tuple(weight.shape)} does not fit the model's "
+                        f"{tuple(model.alpha_embedding.weight.shape)}")
+    with torch.no_grad():
+        model.alpha_embedding.weight.copy_(weight)
+
+
+def parameter_counts(model: RGBAClip) -> dict[str, int]:
+    """Parameter counts: total/trainable overall and of the vision tower (its transformer with any
+    LoRA, the visual projection and the alpha conv), and the LoRA and alpha-conv parts."""
+    counts = dict.fromkeys(("total", "trainable", "vision", "vision_trainable", "lora", "alpha"), 0)
+    for name, param in model.named_parameters():
+        n = param.numel()
+        vision = "vision_model." in name or "visual_projection" in name or name.startswith("alpha_embedding")
+        counts["total"] += n
+        counts["trainable"] += n * param.requires_grad
+        counts["vision"] += n * vision
+        counts["vision_trainable"] += n * (vision and param.requires_grad)
+        counts["lora"] += n * ("lora_" in name)
+        counts["alpha"] += n * name.startswith("alpha_embedding")
+    return counts
+
+
+def trainable_summary(model: RGBAClip) -> str:
+    """One line; for ViT-B/16 with LoRA r=16 on q/k/v/out: 'trainable 1,376,256 of 150,996,993
+    parameters (0.91%); vision tower: 1.38M of 87.6M (1.57%; LoRA 1.18M, alpha conv 0.20M)'."""
+    c = parameter_counts(model)
+    return (
+        f"trainable {c['trainable']:,} of {c['total']:,} parameters ({100 * c['trainable'] / c['total']:.2f}%); "
+        f"vision tower: {_millions(c['vision_trainable'])} of {_millions(c['vision'])} "
+        f"({100 * c['vision_trainable'] / c['vision']:.2f}%; LoRA {_millions(c['lora'])}, "
+        f"alpha conv {_millions(c['alpha'])})"
+    )
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n < 10e6 else f"{n / 1e6:.1f}M"
+
+
+def set_gradient_checkpointing(model: RGBAClip, enabled: bool) -> None:
+    """Recompute each vision block's activations in backward (non-reentrant, so frozen base weights
+    with LoRA still get gradients without forcing requires_grad on inputs). Only in train mode."""
+    vision = model.base_clip.vision_model
+    if enabled:
+        if hasattr(vision, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            vision.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            vision.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(vision, "activation_checkpointing_disable"):
+        vision.activation_checkpointing_disable()
+    else:
+        vision.gradient_checkpointing_disable()
+
+
+# ---------------------------------------------------------------------------------------------
+# Caption embeddings of the frozen text tower
+
+
+class TextEmbeddingCache:
+    """Caption -> text embedding, least recently used evicted beyond `max_entries`.
+
+    The text tower is frozen, so a caption's embedding never changes during training: each is
+    computed once, under no_grad. Rows are kept on `store_device` (None: where they were computed).
+    Memory: max_entries x D x 4 bytes (100k x 512 fp32 = 205 MB). Keyed by the caption (`embed`) or
+    by its token ids (`embed_tokens`, for batches tokenised in data workers): one cache per model.
+    """
+
+    def __init__(self, max_entries: int = 100_000, store_device: str | torch.device | None = "cpu"):
+        if max_entries < 1:
+            raise ValueError("max_entries must be >= 1")
+        self.max_entries = max_entries
+        self.store_device = store_device
+        self._rows: OrderedDict[str | bytes, torch.Tensor] = OrderedDict()
+        self.hits = 0  # captions served from the cache
+        self.misses = 0  # captions run through the text tower
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, key: str | bytes) -> bool:
+        return key in self._rows
+
+    def embed(self, texts: list[str], tokenizer, model: RGBAClip, device: str | torch.device) -> torch.Tensor:
+        """B captions -> B x D embeddings on `device`; the misses go through the text tower in one
+        batch padded to its longest caption."""
+
+        def compute(missing: list[str]) -> torch.Tensor:
+            batch = tokenizer(missing, padding="longest", truncation=True, return_tensors="pt")
+            return model.encode_text(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+
+        return self._lookup(list(texts), compute, device)
+
+    def embed_tokens(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, model: RGBAClip, device: str | torch.device
+    ) -> torch.Tensor:
+        """The same for tokenised captions: B x T ids and mask, right-padded, ON THE HOST (the keys
+        are read there; host tensors avoid a device sync)."""
+        lengths = attention_mask.sum(1).tolist()
+        keys = [np.asarray(ids[:n], np.int64).tobytes() for ids, n in zip(input_ids.tolist(), lengths)]
+
+        def compute(missing: list[bytes]) -> torch.Tensor:
+            rows = [torch.from_numpy(np.frombuffer(key, np.int64).copy()) for key in missing]
+            ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # M x T', padded with 0 under mask 0
+            mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(r) for r in rows], batch_first=True)
+            return model.encode_text(ids.to(device), mask.to(device))
+
+        return self._lookup(keys, compute, device)
+
+    def _lookup(self, keys: list, compute, device) -> torch.Tensor:
+        missing = list(dict.fromkeys(k for k in keys if k not in self._rows))  # unique, in order
+        if missing:
+            with torch.no_grad():
+                features = compute(missing).detach()
+            if self.store_device is not None:
+                features = features.to(self.store_device)
+            for key, row in zip(missing, features):
+                self._rows[key] = row.clone()  # own storage: a view would keep the whole batch alive
+        self.misses += len(missing)
+        self.hits += len(keys) - len(missing)
+        rows = []
+        for key in keys:
+            self._rows.move_to_end(key)
+            rows.append(self._rows[key])
+        out = torch.stack(rows).to(device)
+        # Evict only after reading: one batch may hold more captions than the cache.
+        while len(self._rows) > self.max_entries:
+            self._rows.popitem(last=False)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# One call for the trainer
+
+
+def build_model(
+    model_config: ModelConfig,
+    lora: LoraConfig,
+    tiny_dir: Path | None,
+    phrases: Iterable[str] | None = None,
+    seed: int = 0,
+) -> tuple[RGBAClip, object]:
+    """The model ready to train, and its tokenizer: CLIP (or the tiny model, created in `tiny_dir`
+    from `phrases` when absent) wrapped as RGBAClip, LoRA applied, checkpointing/compile per config."""
+    source = model_config
+    if model_config.name_or_path == "tiny":
+        if tiny_dir is None:
+            raise UserError("model 'tiny' needs a directory to build it in")
+        tiny_dir = Path(tiny_dir)
+        if not (tiny_dir / "config.json").is_file():
+            if phrases is None:
+                raise UserError(f"model 'tiny': {tiny_dir} holds no model and no phrases were given to build one")
+            create_tiny_model(tiny_dir, phrases, image_size=model_config.image_size, seed=seed)
+        source = replace(model_config, name_or_path=str(tiny_dir))
+    clip, tokenizer = load_clip(source)
+    with torch.random.fork_rng(devices=[]):  # LoRA's A matrices are random: same seed, same start
+        torch.manual_seed(seed)
+        model = apply_lora(RGBAClip(clip), lora)
+    set_gradient_checkpointing(model, model_config.gradient_checkpointing)
+    if model_config.compile:
+        compile_vision(model)
+    log.info("%s", trainable_summary(model))
+    return model, tokenizer

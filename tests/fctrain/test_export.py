@@ -1,0 +1,171 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import CLIPModel
+
+import fctrain.export
+from fcdata.errors import UserError
+from fcdata.transforms import CLIP_MEAN, letterbox, normalize_alphas, normalize_images
+from fctrain.api import FocusClip
+from fctrain.config import LoraConfig, ModelConfig
+from fctrain.export import METADATA, export_model
+from fctrain.model import RGBAClip, apply_lora, create_tiny_model, load_clip
+
+SIZE = 64
+PHRASES = ["a man riding a horse", "the red car parked on the street", "a tall tree", "two people walking"] * 3
+TEXTS = ["a man riding a horse", "a tall tree", "a red car"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny LoRA model whose LoRA B and alpha conv are non-zero (as after training), and its tokenizer."""
+    tiny = create_tiny_model(tmp_path_factory.mktemp("tiny") / "model", PHRASES, image_size=SIZE)
+    clip, tokenizer = load_clip(ModelConfig(name_or_path=str(tiny), image_size=SIZE))
+    torch.manual_seed(0)
+    model = apply_lora(RGBAClip(clip), LoraConfig(rank=4, alpha=8.0)).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name or name.startswith("alpha_embedding"):
+                param.copy_(0.05 * torch.randn(param.shape, generator=g))
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    model, tokenizer = trained
+    return export_model(model, tokenizer, tmp_path_factory.mktemp("export") / "focus", image_size=SIZE)
+
+
+def samples():
+    """Two non-square uint8 images with a box mask and a graded mask."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (48, 80, 3), dtype=np.uint8), rng.integers(0, 256, (90, 40, 3), dtype=np.uint8)]
+    box = np.zeros((48, 80), np.uint8)
+    box[10:30, 20:60] = 255
+    graded = (np.linspace(0, 1, 90 * 40).reshape(90, 40) * 255).round().astype(np.uint8)
+    return images, [box, graded]
+
+
+def training_model_features(model: RGBAClip, tokenizer, images, alphas):
+    """What the training code computes for the same inputs: letterbox, normalise, encode, L2-normalise."""
+    pairs = [letterbox(i, a[None], SIZE) for i, a in zip(images, alphas)]
+    pixels = torch.stack([torch.tensor(p).permute(2, 0, 1) for p, _ in pairs])
+    masks = torch.stack([torch.tensor(m) for _, m in pairs])
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        image = F.normalize(model.encode_image(normalize_images(pixels), normalize_alphas(masks)), dim=-1)
+        text = F.normalize(model.encode_text(batch["input_ids"], batch["attention_mask"]), dim=-1)
+    return image, text
+
+
+def test_export_then_load_gives_the_training_models_embeddings(trained, exported):
+    """FocusClip on the export reproduces the training model's image, text and score outputs."""
+    model, tokenizer = trained
+    images, alphas = samples()
+    image, text = training_model_features(model, tokenizer, images, alphas)
+    loaded = FocusClip.load(exported)
+    torch.testing.assert_close(loaded.encode_image(images, alphas), image, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loaded.encode_text(TEXTS), text, atol=1e-5, rtol=1e-5)
+    scores = loaded.score(images, alphas, TEXTS)
+    assert scores.shape == (2, 3)
+    torch.testing.assert_close(scores, model.logit_scale.exp().detach() * image @ text.T, atol=1e-4, rtol=1e-5)
+
+
+def test_export_is_standalone_without_peft_files(exported):
+    """The export is plain transformers + two Focus-CLIP files: no adapters, no LoRA keys, metadata complete."""
+    names = {p.name for p in exported.iterdir()}
+    assert {"config.json", "model.safetensors", "alpha_embedding.safetensors", METADATA, "tokenizer.json"} <= names
+    assert not names & {"adapter_config.json", "adapter_model.safetensors"}
+    keys = load_file(exported / "model.safetensors").keys()
+    assert not [k for k in keys if "lora" in k or "base_layer" in k]
+    CLIPModel.from_pretrained(exported, local_files_only=True)  # plain RGB CLIP loads too
+    meta = json.loads((exported / METADATA).read_text())
+    assert meta["format_version"] == 1 and meta["image_size"] == SIZE
+    assert meta["image_mean"] == list(CLIP_MEAN) and meta["alpha_std"] == 0.26
+
+
+def test_export_leaves_the_training_model_untouched(trained, tmp_path):
+    """Exporting merges a copy: the training model keeps its adapters, trainable flags and outputs."""
+    model, tokenizer = trained
+    pixels, alpha = torch.randn(2, 3, SIZE, SIZE), torch.rand(2, 1, SIZE, SIZE)
+    with torch.no_grad():
+        before = model.encode_image(pixels, alpha)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    export_model(model, tokenizer, tmp_path / "out", image_size=SIZE)
+    assert model.peft_model is not None
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == trainable
+    with torch.no_grad():
+        assert torch.equal(model.encode_image(pixels, alpha), before)
+
+
+def test_failed_export_leaves_no_half_written_directory(trained, tmp_path, monkeypatch):
+    """An export that dies midway leaves neither a partial output nor temporary files; an old export survives."""
+    model, tokenizer = trained
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(fctrain.export, "save_alpha_embedding", explode)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_model(model, tokenizer, tmp_path / "out", image_size=SIZE)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("previous export")
+    with pytest.raises(RuntimeError):
+        export_model(model, tokenizer, tmp_path / "out", image_size=SIZE)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (tmp_path / "out" / "old.txt").exists()
+    monkeypatch.undo()
+    export_model(model, tokenizer, tmp_path / "out", image_size=SIZE)  # a good export replaces it whole
+    assert not (tmp_path / "out" / "old.txt").exists() and (tmp_path / "out" / METADATA).exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_export_refuses_another_image_size(trained, tmp_path):
+    """The metadata cannot claim a size the position embeddings were not trained for."""
+    with pytest.raises(ValueError, match="image_size"):
+        export_model(*trained, tmp_path / "out", image_size=SIZE * 2)
+
+
+def test_api_alpha_forms_agree(exported):
+    """None = all-ones mask; float 0..1, bool and uint8 masks mean the same; one image gives 1 x D unit rows."""
+    loaded = FocusClip.load(exported)
+    images, (box, _) = samples()
+    image = images[0]
+    whole = loaded.encode_image(image)
+    assert whole.shape[0] == 1
+    torch.testing.assert_close(whole.norm(dim=-1), torch.ones(1))
+    torch.testing.assert_close(loaded.encode_image(image, np.full(image.shape[:2], 255, np.uint8)), whole)
+    region = loaded.encode_image(image, box)
+    torch.testing.assert_close(loaded.encode_image(image, box / 255.0), region)
+    torch.testing.assert_close(loaded.encode_image([image], [box > 0]), region)
+    assert not torch.allclose(region, whole, atol=1e-4)  # the mask matters after "training"
+
+
+def test_api_batches_and_validates(exported):
+    """Results do not depend on batching; malformed inputs fail with a clear message."""
+    loaded = FocusClip.load(exported)
+    images, alphas = samples()
+    together = loaded.encode_image(images, alphas)
+    loaded.batch_size = 1
+    torch.testing.assert_close(loaded.encode_image(images, alphas), together, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="one mask"):
+        loaded.encode_image(images, alphas[:1])
+    with pytest.raises(ValueError, match="uint8"):
+        loaded.encode_image(images[0].astype(np.float32))
+    with pytest.raises(ValueError, match="must match"):
+        loaded.encode_image(images[0], alphas[1])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        loaded.encode_image(images[0], np.full(images[0].shape[:2], 2.0))
+
+
+def test_api_load_refuses_non_exports(tmp_path, trained):
+    """Loading a directory that is not a Focus-CLIP export is a one-line UserError."""
+    with pytest.raises(UserError, match="not a Focus-CLIP export"):
+        FocusClip.load(tmp_path)
+    with pytest.raises(UserError):
+        FocusClip.load(tmp_path / "missing")
