@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from fc import bench, demo, shard, synth
+from fc import bench, demo, shard, synth, train
 
 app = typer.Typer(
     name="fc",
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.command("demo")(demo.demo)
 app.command("synth")(synth.synth)
 app.command("shard")(shard.shard)
+app.command("train")(train.train)
 app.add_typer(bench.app, name="bench")
 
 

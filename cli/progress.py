@@ -60,3 +60,45 @@ class RichShardProgress:
     def shard_done(self) -> None:
         self.shards_done += 1
         self.progress.update(self.task, shards=self._shards())
+
+
+class RichTrainProgress:
+    """Implements fctrain.train.TrainProgress: a bar over steps with loss, lr, samples/s, data wait, memory."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(bar_width=16),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeRemainingColumn(),
+        )
+        self.task = None
+
+    def __enter__(self) -> "RichTrainProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def note(self, message: str) -> None:
+        self.progress.console.print(f"[dim]{message}")
+
+    def start(self, total_steps: int, first_step: int) -> None:
+        self.task = self.progress.add_task("train", total=total_steps, completed=first_step, status="")
+
+    def update(self, metrics: dict) -> None:
+        if "val_loss" in metrics:
+            self.progress.console.print(f"step {metrics['step']}: val loss {metrics['val_loss']:.4f}")
+            return
+        parts = [f"loss {metrics['loss']:.4f}", f"lr {metrics['lr'].get('lora', 0):.2e}"]
+        if metrics.get("samples_per_s"):
+            parts.append(f"{metrics['samples_per_s']:,.0f} samples/s")
+        if metrics.get("data_wait_fraction") is not None:
+            parts.append(f"data wait {100 * metrics['data_wait_fraction']:.0f}%")
+        if "peak_mem_gib" in metrics:
+            parts.append(f"{metrics['peak_mem_gib']:.1f} GiB")
+        if metrics.get("nonfinite_steps"):
+            parts.append(f"[red]{metrics['nonfinite_steps']} non-finite")
+        self.progress.update(self.task, completed=metrics["step"], status="  ".join(parts))

@@ -7,9 +7,20 @@ without importing torch.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
 
 from fcdata.errors import UserError
+from fcdata.options import LoaderOptions
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
@@ -25,6 +36,7 @@ class ModelConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
     compile: bool = False  # torch.compile the vision tower
     text_cache: bool = True  # cache caption embeddings of the frozen text tower by caption
+    text_cache_entries: int = 2_000_000  # LRU bound: ~2 KB each in fp32 at width 512 (VG: ~4M distinct phrases)
 
     def __post_init__(self) -> None:
         if self.attn_implementation not in ("sdpa", "eager"):
@@ -52,6 +64,139 @@ class LoraConfig:
 
 
 @dataclass
+class LossConfig:
+    logit_scale: float = 100.0  # softmax temperature as CLIP's logit scale (Alpha-CLIP: fixed at 100)
+    learn_logit_scale: bool = False  # train it (clamped to max_logit_scale after every step)
+    max_logit_scale: float = 100.0  # the clamp (open_clip clamps at ln 100)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.logit_scale <= self.max_logit_scale:
+            raise UserError("loss.logit_scale must be in (0, loss.max_logit_scale]")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4  # peak learning rate of the LoRA weights
+    alpha_lr_multiplier: float = 10.0  # the alpha conv learns this much faster (it starts at zero)
+    weight_decay: float = 0.05  # AdamW decoupled weight decay (not on the alpha conv)
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
+    eps: float = 1e-6  # AdamW epsilon
+    warmup_steps: int = 100  # linear warm-up from 0, then cosine decay to min_lr_ratio * lr
+    min_lr_ratio: float = 0.0  # floor of the cosine schedule
+    grad_clip: float = 1.0  # max global gradient norm (0 = off)
+    grad_accum: int = 1  # micro-batches per optimiser step
+    amp: str = "auto"  # "auto" (bf16 on CUDA if supported, else fp32), "bf16", "fp16" (with a scaler), "fp32"
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        if self.amp not in ("auto", "bf16", "fp16", "fp32"):
+            raise UserError("optim.amp must be auto, bf16, fp16 or fp32")
+        if self.grad_accum < 1 or self.warmup_steps < 0 or self.lr <= 0:
+            raise UserError("optim.grad_accum >= 1, optim.warmup_steps >= 0 and optim.lr > 0 are required")
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 500  # write a checkpoint every this many optimiser steps (and at the end)
+    keep_last: int = 3  # older checkpoints are deleted
+    resume: str = ""  # "latest" (the run's newest checkpoint), a checkpoint directory, or "" for none
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 1 or self.keep_last < 1:
+            raise UserError("checkpoint.every_steps and checkpoint.keep_last must be >= 1")
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/train"  # checkpoints, metrics.jsonl, config.toml, the tiny model
+    steps: int = 1000  # optimiser steps to train
+    val_shards: str = ""  # shards for validation loss (default: the val split beside data.shards)
+    val_every: int = 250  # validation every this many steps (0 = never)
+    val_batches: int = 20  # batches per validation
+    log_every: int = 10  # metrics (and the one device sync for non-finite checks) every this many steps
+    max_nonfinite: int = 10  # stop after this many skipped non-finite steps
+    seed: int = 0  # model init (tiny model), and the data stream unless data.seed is set
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"...
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.log_every < 1:
+            raise UserError("run.steps and run.log_every must be >= 1")
+
+
+@dataclass
 class TrainConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: LoaderOptions = field(default_factory=LoaderOptions)
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def to_dict(self) -> dict:
+        return {section.name: dataclasses.asdict(getattr(self, section.name)) for section in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        sections = {}
+        for section in dataclasses.fields(cls):
+            values = dict(data.get(section.name, {}))
+            known = {f.name: f for f in dataclasses.fields(section.default_factory)}
+            unknown = sorted(set(values) - set(known))
+            if unknown:
+                raise UserError(f"unknown setting {section.name}.{unknown[0]} (known: {', '.join(sorted(known))})")
+            for name, value in values.items():
+                if isinstance(value, list):
+                    values[name] = tuple(value)
+            sections[section.name] = section.default_factory(**values)
+        unknown_sections = sorted(set(data) - set(sections))
+        if unknown_sections:
+            raise UserError(f"unknown config section [{unknown_sections[0]}] (known: {', '.join(sections)})")
+        return cls(**sections)
+
+
+def load_config(path: Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """defaults < TOML file < `section.key=value` overrides (values parsed as TOML literals)."""
+    data: dict = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise UserError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"{path}: {exc}") from None
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot:
+            raise UserError(f"--set expects section.key=value, got {override!r}")
+        data.setdefault(section, {})[name] = _parse_value(raw.strip())
+    return TrainConfig.from_dict(data)
+
+
+def _parse_value(raw: str):
+    try:
+        return tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        return raw  # a bare word: a string
+
+
+def to_toml(config: TrainConfig) -> str:
+    """The resolved config as TOML that load_config reads back to an equal config."""
+    lines = []
+    for section, values in config.to_dict().items():
+        lines.append(f"[{section}]")
+        for name, value in values.items():
+            lines.append(f"{name} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a TOML basic string is a JSON string

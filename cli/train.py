@@ -1,0 +1,43 @@
+"""`fc train`: LoRA fine-tuning of the RGBA CLIP on region shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def train(
+    config: Annotated[Optional[Path], typer.Option("--config", help="A TOML file of settings (sections run, data, model, lora, loss, optim, checkpoint).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override one setting: section.key=value (repeatable; TOML values).")] = None,
+    shards: Annotated[Optional[str], typer.Option(help="Training shards: a shard folder, pattern or list (data.shards).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder: checkpoints, metrics.jsonl, config.toml (run.out_dir).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="'tiny', or a local CLIP model folder (model.name_or_path).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Optimiser steps (run.steps).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Region views per batch and process (data.batch_size).")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="'latest' or a checkpoint folder (checkpoint.resume).")] = None,
+) -> None:
+    """Fine-tune the RGBA CLIP with LoRA on shards from `fc shard`. Settings: defaults < --config
+    file < --set overrides < the flags below. Several GPUs: run it under torchrun.
+
+    Examples:
+      fc train --shards data/shards --model tiny --steps 300 --out runs/tiny
+      fc train --config train.toml --set optim.lr=2e-4 --set model.gradient_checkpointing=true
+      torchrun --nproc_per_node 8 -m fc train --config train.toml
+    """
+    import json
+
+    from fc.progress import RichTrainProgress
+    from fctrain.config import load_config
+    from fctrain.train import train as run_training
+
+    overrides = list(set_ or [])
+    flags = {"data.shards": shards, "run.out_dir": out, "model.name_or_path": model, "run.steps": steps,
+             "data.batch_size": batch_size, "checkpoint.resume": resume}
+    overrides += [f"{key}={json.dumps(str(value)) if isinstance(value, (str, Path)) else value}"
+                  for key, value in flags.items() if value is not None]
+    settings = load_config(config, overrides)
+    with RichTrainProgress() as progress:
+        result = run_training(settings, progress)
+    typer.echo(f"trained to step {result.step}; checkpoint {result.checkpoint}; metrics in {result.run_dir / 'metrics.jsonl'}")

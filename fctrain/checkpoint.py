@@ -1,0 +1,134 @@
+"""Checkpoints: RUN/checkpoints/step-0000100/ holding
+
+    adapter_config.json, adapter_model.safetensors   LoRA adapters in peft's format
+    alpha_embedding.safetensors                      the alpha patch conv
+    train_state.pt                                   optimiser, scheduler, scaler, logit scale,
+                                                     step, samples seen, RNG states, loader
+                                                     position, the resolved config
+
+Each is written to a temporary directory and renamed when complete, so a crash never leaves a
+checkpoint that looks finished; only the newest `keep_last` are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fcdata.errors import UserError
+from fcdata.loader import LoaderPosition
+from fctrain.model import RGBAClip, load_adapters, save_adapters
+
+STATE_FILE = "train_state.pt"
+PREFIX = "step-"
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimiser steps taken
+    samples_seen: int = 0  # region views trained on, over all ranks
+    nonfinite_steps: int = 0  # steps skipped for a non-finite loss
+    position: LoaderPosition = field(default_factory=LoaderPosition)  # this rank's data stream
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step, "samples_seen": self.samples_seen, "nonfinite_steps": self.nonfinite_steps,
+            "position": self.position.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.samples_seen = state["step"], state["samples_seen"]
+        self.nonfinite_steps = state["nonfinite_steps"]
+        self.position.load_state_dict(state["position"])
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def save_checkpoint(
+    run_dir: Path, model: RGBAClip, optimizer, scheduler, scaler, state: TrainState, config: dict,
+    keep_last: int, positions: list[dict] | None = None,
+) -> Path:
+    """Write a checkpoint for `state.step` and prune old ones; returns its directory.
+
+    `positions` are the loader positions of every rank (rank 0 writes; see train.py)."""
+    folder = checkpoint_dir(run_dir)
+    final = folder / f"{PREFIX}{state.step:07d}"
+    temporary = folder / f".{final.name}.tmp{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    save_adapters(model, temporary)
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "logit_scale": model.logit_scale.detach().cpu(),
+            "train": state.state_dict(),
+            "positions": positions or [state.position.state_dict()],
+            "rng": rng_state(),
+            "config": config,
+        },
+        temporary / STATE_FILE,
+    )
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(temporary, final)
+    for old in sorted(folder.glob(f"{PREFIX}*"))[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def find_checkpoint(run_dir: Path, resume: str) -> Path:
+    """The checkpoint `resume` names: "latest" (newest in the run) or a checkpoint directory."""
+    if resume == "latest":
+        candidates = sorted(checkpoint_dir(run_dir).glob(f"{PREFIX}*"))
+        if not candidates:
+            raise UserError(f"--resume latest: no checkpoint in {checkpoint_dir(run_dir)}")
+        return candidates[-1]
+    path = Path(resume)
+    if not (path / STATE_FILE).is_file():
+        raise UserError(f"--resume {resume}: not a checkpoint directory (no {STATE_FILE})")
+    return path
+
+
+def load_checkpoint(
+    path: Path, model: RGBAClip, optimizer, scheduler, scaler, state: TrainState, rank: int
+) -> dict:
+    """Restore everything saved by save_checkpoint into the given objects; returns the saved config."""
+    saved = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    load_adapters(model, path)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    scaler.load_state_dict(saved["scaler"])
+    with torch.no_grad():
+        model.logit_scale.copy_(saved["logit_scale"])
+    state.load_state_dict(saved["train"])
+    positions = saved["positions"]
+    if rank >= len(positions):
+        raise UserError(f"{path} was written by {len(positions)} ranks; resume with the same number of processes")
+    state.position.load_state_dict(positions[rank])
+    set_rng_state(saved["rng"])
+    return saved["config"]

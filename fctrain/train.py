@@ -1,0 +1,386 @@
+"""`fc train`: LoRA fine-tuning of the RGBA CLIP on region shards.
+
+Single process, or one process per GPU under `torchrun` (DDP; gloo on CPU). Rank 0 writes
+RUN/config.toml (the resolved config), RUN/metrics.jsonl and the checkpoints (fctrain.checkpoint).
+Non-finite losses are skipped by a gradient scaler (dynamic for fp16, fixed at 1 otherwise, so
+fused AdamW skips on the device) and counted; the count is read, with the other metrics, once per
+`log_every` steps, so no step waits on the device for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.distributed as dist
+
+from fcdata.errors import UserError
+from fcdata.loader import LoaderPosition, Prefetcher, RegionStream, count_samples, make_loader, resolve_shards
+from fcdata.reader import iter_shard
+from fctrain.checkpoint import TrainState, find_checkpoint, load_checkpoint, save_checkpoint
+from fctrain.config import OptimConfig, TrainConfig, to_toml
+from fctrain.loss import region_contrastive_loss
+from fctrain.model import RGBAClip, TextEmbeddingCache, build_model, trainable_summary
+
+
+class TrainProgress(Protocol):
+    def note(self, message: str) -> None: ...
+    def start(self, total_steps: int, first_step: int) -> None: ...
+    def update(self, metrics: dict) -> None: ...  # every log_every steps, the row written to metrics.jsonl
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    amp_dtype: torch.dtype | None = None  # autocast dtype; None = fp32
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    metrics: dict  # the last logged row
+
+
+def setup_runtime(config: TrainConfig) -> Runtime:
+    """Device, process group (under torchrun) and autocast dtype."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    wanted = config.run.device
+    if wanted == "auto":
+        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"run.device = {config.run.device!r} but CUDA is not available")
+    if world > 1:
+        backend = "nccl" if wanted.startswith("cuda") else "gloo"
+        dist.init_process_group(backend)
+        if wanted == "cuda":
+            wanted = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    device = torch.device(wanted)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    amp = config.optim.amp
+    if amp == "auto":
+        amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "fp32"
+    if amp == "fp16" and device.type != "cuda":
+        raise UserError("optim.amp = fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp]
+    return Runtime(device=device, rank=rank, world=world, amp_dtype=dtype)
+
+
+def build_optimizer(model: RGBAClip, optim: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters: LoRA (weight decay), the alpha conv (alpha_lr_multiplier
+    times the learning rate, no decay: it starts at zero and decay would pull it back) and the
+    logit scale if it trains."""
+    alpha = [p for p in model.alpha_embedding.parameters() if p.requires_grad]
+    alpha_ids = {id(p) for p in alpha}
+    scale = [model.logit_scale] if model.logit_scale.requires_grad else []
+    lora = [p for p in model.parameters() if p.requires_grad and id(p) not in alpha_ids and p is not model.logit_scale]
+    groups = [
+        {"params": lora, "lr": optim.lr, "weight_decay": optim.weight_decay, "name": "lora"},
+        {"params": alpha, "lr": optim.lr * optim.alpha_lr_multiplier, "weight_decay": 0.0, "name": "alpha"},
+    ]
+    if scale:
+        groups.append({"params": scale, "lr": optim.lr, "weight_decay": 0.0, "name": "logit_scale"})
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(groups, betas=optim.betas, eps=optim.eps, fused=fused)
+
+
+def lr_lambda(optim: OptimConfig, total_steps: int):
+    """Linear warm-up, then cosine decay to min_lr_ratio of each group's peak."""
+
+    def factor(step: int) -> float:
+        if step < optim.warmup_steps:
+            return (step + 1) / optim.warmup_steps
+        progress = (step - optim.warmup_steps) / max(1, total_steps - optim.warmup_steps)
+        return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def make_scaler(runtime: Runtime) -> torch.amp.GradScaler:
+    """fp16: a dynamic loss scaler. Otherwise a scaler that starts at 1 and never grows, whose
+    only job is to skip steps with non-finite gradients (on the device when the optimiser is
+    fused); its halving after a skipped step is harmless in bf16/fp32."""
+    if runtime.amp_dtype == torch.float16:
+        return torch.amp.GradScaler(runtime.device.type)
+    return torch.amp.GradScaler(runtime.device.type, init_scale=1.0, growth_interval=2**31 - 1)
+
+
+def train_phrases(shards: list[str], limit: int = 200_000) -> list[str]:
+    """Captions of the training shards: the tiny model's tokenizer is built from them."""
+    phrases: list[str] = []
+    for shard in shards:
+        for sample in iter_shard(shard):
+            phrases += json.loads(sample["json"])["regions"]["phrase"]
+            if len(phrases) >= limit:
+                return phrases
+    return phrases
+
+
+def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainResult:
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # ours is the progress display
+    runtime = setup_runtime(config)
+    run_dir = Path(config.run.out_dir)
+    shards = resolve_shards(config.data.shards, config.data.split)
+    if runtime.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.toml").write_text(to_toml(config))
+    tiny_dir = run_dir / "tiny-model"
+    if config.model.name_or_path == "tiny" and runtime.main and not (tiny_dir / "config.json").exists():
+        build_model(config.model, config.lora, tiny_dir, train_phrases(shards), config.run.seed)
+    _barrier(runtime)
+    model, tokenizer = build_model(config.model, config.lora, tiny_dir, seed=config.run.seed)
+    model.logit_scale.data.fill_(math.log(config.loss.logit_scale))
+    model.logit_scale.requires_grad_(config.loss.learn_logit_scale)
+    model.to(runtime.device)
+    if progress and runtime.main:
+        progress.note(trainable_summary(model))
+    optimizer = build_optimizer(model, config.optim, runtime.device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.optim, config.run.steps))
+    scaler = make_scaler(runtime)
+    roles = max(1, config.data.workers)
+    state = TrainState(position=LoaderPosition(emitted=[0] * roles))
+    if config.checkpoint.resume:
+        path = find_checkpoint(run_dir, config.checkpoint.resume)
+        load_checkpoint(path, model, optimizer, scheduler, scaler, state, runtime.rank)
+        if progress and runtime.main:
+            progress.note(f"resumed from {path} at step {state.step}")
+    trained = torch.nn.parallel.DistributedDataParallel(model) if runtime.world > 1 else model
+    loop = _Loop(config, runtime, model, trained, tokenizer, optimizer, scheduler, scaler, state, shards, run_dir, progress)
+    try:
+        return loop.run()
+    finally:
+        if runtime.world > 1:
+            dist.destroy_process_group()
+
+
+class _Loop:
+    """The training loop and the few things it keeps between steps."""
+
+    def __init__(self, config, runtime, model, trained, tokenizer, optimizer, scheduler, scaler, state, shards, run_dir, progress):
+        self.config, self.runtime, self.model, self.trained = config, runtime, model, trained
+        self.tokenizer, self.optimizer, self.scheduler, self.scaler = tokenizer, optimizer, scheduler, scaler
+        self.state, self.shards, self.run_dir, self.progress = state, shards, run_dir, progress
+        self.text_cache = TextEmbeddingCache(config.model.text_cache_entries) if config.model.text_cache else None
+        images = count_samples(shards)
+        per_step = config.data.images_per_batch * runtime.world * config.optim.grad_accum
+        self.batches_per_epoch = max(1, math.ceil(images / per_step)) * config.optim.grad_accum
+        self.stop_signal: int | None = None
+        self.last_checkpoint: Path | None = None
+        self.metrics: dict = {}
+
+    def run(self) -> TrainResult:
+        config, state = self.config, self.state
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        if self.progress and self.runtime.main:
+            self.progress.start(config.run.steps, state.step)
+        window = _Window(self.runtime.device)
+        try:
+            while state.step < config.run.steps and self.stop_signal is None:
+                prefetcher = Prefetcher(make_loader(self._stream()), self.runtime.device)
+                window.prefetcher = prefetcher
+                micro = 0
+                for batch in prefetcher:
+                    loss = self._forward_backward(batch, sync=(micro + 1) % config.optim.grad_accum == 0)
+                    window.add(loss, len(batch) * self.runtime.world, batch.source.skipped)
+                    state.position.advance(batch.source)
+                    micro += 1
+                    if micro % config.optim.grad_accum:
+                        continue
+                    self._optimizer_step()
+                    if state.step % config.run.log_every == 0 or state.step == config.run.steps:
+                        self._log(window)
+                    if config.run.val_every and state.step % config.run.val_every == 0:
+                        self._validate()
+                    if state.step % config.checkpoint.every_steps == 0:
+                        self._checkpoint()
+                    if state.step >= config.run.steps or self.stop_signal is not None:
+                        break
+                    if state.position.batches >= self.batches_per_epoch:
+                        state.position.next_epoch(len(state.position.emitted))
+                        break
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if not self.last_checkpoint or not self.last_checkpoint.name.endswith(f"{state.step:07d}"):
+            self._checkpoint()
+        return TrainResult(self.run_dir, state.step, self.last_checkpoint, self.metrics)
+
+    def _stream(self) -> RegionStream:
+        return RegionStream(
+            self.shards, self.config.data, self.tokenizer, self.config.model.image_size,
+            rank=self.runtime.rank, world=self.runtime.world, position=self.state.position,
+        )
+
+    def _text_features(self, batch) -> torch.Tensor:
+        if self.text_cache is not None:
+            return self.text_cache.embed_tokens(batch.source.input_ids, batch.source.attention_mask, self.model, self.runtime.device)
+        with torch.no_grad():
+            return self.model.encode_text(batch.input_ids, batch.attention_mask)
+
+    def _forward_backward(self, batch, sync: bool) -> torch.Tensor:
+        runtime = self.runtime
+        no_sync = self.trained.no_sync() if runtime.world > 1 and not sync else nullcontext()
+        autocast = torch.autocast(runtime.device.type, dtype=runtime.amp_dtype, enabled=runtime.amp_dtype is not None)
+        with no_sync:
+            with autocast:
+                image_features = self.trained(batch.pixel_values, batch.alpha)
+                text_features = self._text_features(batch)
+            loss = region_contrastive_loss(image_features, text_features, batch.phrase_keys, self.model.logit_scale.exp())
+            self.scaler.scale(loss / self.config.optim.grad_accum).backward()
+        return loss.detach()
+
+    def _optimizer_step(self) -> None:
+        config = self.config
+        self.scaler.unscale_(self.optimizer)
+        if config.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], config.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if config.loss.learn_logit_scale:
+            with torch.no_grad():
+                self.model.logit_scale.clamp_(0, math.log(config.loss.max_logit_scale))
+        self.state.step += 1
+        self.state.samples_seen += config.data.batch_size * self.runtime.world * config.optim.grad_accum
+
+    def _log(self, window: "_Window") -> None:
+        row = window.flush(self.state, self.optimizer)  # the one device sync of the window
+        self.state.nonfinite_steps += row.pop("nonfinite_now")
+        row["nonfinite_steps"] = self.state.nonfinite_steps
+        self.metrics = row
+        if self.runtime.main:
+            with open(self.run_dir / "metrics.jsonl", "a") as log:
+                log.write(json.dumps(row) + "\n")
+            if self.progress:
+                self.progress.update(row)
+        if self.state.nonfinite_steps > self.config.run.max_nonfinite:
+            raise UserError(
+                f"stopping: {self.state.nonfinite_steps} steps had a non-finite loss (run.max_nonfinite = "
+                f"{self.config.run.max_nonfinite}); lower optim.lr or use optim.amp = bf16/fp32"
+            )
+
+    @torch.no_grad()
+    def _validate(self) -> None:
+        config = self.config
+        spec = config.run.val_shards or str(Path(self.shards[0]).parent)
+        try:
+            shards = resolve_shards(spec, "val")
+        except UserError:
+            return  # no val split: nothing to validate on
+        options = dataclasses.replace(config.data, resample=False, train_augment=False, workers=0, shards=spec)
+        stream = RegionStream(shards, options, self.tokenizer, config.model.image_size, self.runtime.rank, self.runtime.world)
+        self.model.eval()
+        total = torch.zeros(2, device=self.runtime.device)
+        for index, batch in enumerate(Prefetcher(make_loader(stream), self.runtime.device)):
+            if index == config.run.val_batches:
+                break
+            with torch.autocast(self.runtime.device.type, dtype=self.runtime.amp_dtype, enabled=self.runtime.amp_dtype is not None):
+                image_features = self.model(batch.pixel_values, batch.alpha)
+                text_features = self._text_features(batch)
+            loss = region_contrastive_loss(image_features, text_features, batch.phrase_keys, self.model.logit_scale.exp())
+            total += torch.stack([loss.float() * len(batch), torch.tensor(float(len(batch)), device=total.device)])
+        self.model.train()
+        if self.runtime.world > 1:
+            dist.all_reduce(total)
+        if total[1] > 0:
+            row = {"step": self.state.step, "val_loss": round(float(total[0] / total[1]), 5), "val_views": int(total[1])}
+            self.metrics.update(row)
+            if self.runtime.main:
+                with open(self.run_dir / "metrics.jsonl", "a") as log:
+                    log.write(json.dumps(row) + "\n")
+                if self.progress:
+                    self.progress.update(row)
+
+    def _checkpoint(self) -> None:
+        positions = [self.state.position.state_dict()]
+        if self.runtime.world > 1:
+            positions = [None] * self.runtime.world
+            dist.all_gather_object(positions, self.state.position.state_dict())
+        if self.runtime.main:
+            self.last_checkpoint = save_checkpoint(
+                self.run_dir, self.model, self.optimizer, self.scheduler, self.scaler, self.state,
+                self.config.to_dict(), self.config.checkpoint.keep_last, positions,
+            )
+        _barrier(self.runtime)
+
+    def _on_signal(self, number, frame) -> None:
+        if self.stop_signal is not None:
+            raise KeyboardInterrupt  # a second signal: stop now, without a checkpoint
+        self.stop_signal = number
+        if self.progress and self.runtime.main:
+            self.progress.note(f"signal {signal.Signals(number).name}: saving a checkpoint after this step")
+
+
+class _Window:
+    """What happens between two log lines, kept on the device until the log step reads it."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.prefetcher: Prefetcher | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.nonfinite = torch.zeros((), device=self.device, dtype=torch.int64)
+        self.batches, self.views = 0, 0
+        self.skipped: dict[str, int] = {}
+        self.started = time.perf_counter()
+        self.wait_at_start = self.prefetcher.wait_seconds if self.prefetcher else 0.0
+
+    def add(self, loss: torch.Tensor, views: int, skipped: dict[str, int]) -> None:
+        finite = torch.isfinite(loss)
+        self.loss_sum += torch.where(finite, loss, torch.zeros_like(loss))
+        self.nonfinite += (~finite).long()
+        self.batches += 1
+        self.views += views
+        for key, count in skipped.items():
+            self.skipped[key] = self.skipped.get(key, 0) + count
+
+    def flush(self, state: TrainState, optimizer) -> dict:
+        elapsed = time.perf_counter() - self.started
+        waited = (self.prefetcher.wait_seconds if self.prefetcher else 0.0) - self.wait_at_start
+        nonfinite = int(self.nonfinite)
+        finite_batches = max(1, self.batches - nonfinite)
+        row = {
+            "step": state.step,
+            "loss": round(float(self.loss_sum) / finite_batches, 5),
+            "lr": {group["name"]: group["lr"] for group in optimizer.param_groups},
+            "samples_per_s": round(self.views / elapsed, 1) if elapsed > 0 else None,
+            "data_wait_fraction": round(max(0.0, waited) / elapsed, 3) if elapsed > 0 else None,
+            "samples_seen": state.samples_seen,
+            "epoch": state.position.epoch,
+            "skipped_samples": dict(self.skipped),
+            "nonfinite_now": nonfinite,
+        }
+        if self.device.type == "cuda":
+            row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
+        self.reset()
+        return row
+
+
+def _barrier(runtime: Runtime) -> None:
+    if runtime.world > 1:
+        dist.barrier()

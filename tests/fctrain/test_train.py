@@ -1,0 +1,167 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from fcdata.errors import UserError
+from fcdata.options import ShardOptions, SynthOptions
+from fcdata.shard import shard_vg
+from fcdata.synth import generate_vg
+from fctrain import train as train_module
+from fctrain.checkpoint import STATE_FILE
+from fctrain.config import load_config
+from fctrain.train import train
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory):
+    """Train and val shards of a small generated dataset."""
+    root = tmp_path_factory.mktemp("vg")
+    generate_vg(root, SynthOptions(num_images=60, seed=4, long_side_px=(160, 224)))
+    out = tmp_path_factory.mktemp("shards")
+    shard_vg(root, out, ShardOptions(shard_samples=16, val_fraction=0.15, workers=1))
+    return out
+
+
+def config_for(shard_dir, out_dir, *overrides):
+    base = [
+        f'data.shards="{shard_dir}"', f'run.out_dir="{out_dir}"', "data.batch_size=16", "data.workers=0",
+        "data.shuffle_buffer=20", "model.image_size=32", "run.log_every=1", "run.val_every=0",
+        "optim.warmup_steps=2", "optim.lr=2e-3", "run.steps=6", "checkpoint.every_steps=3",
+    ]
+    return load_config(None, base + list(overrides))
+
+
+def losses(run_dir) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {row["step"]: row["loss"] for row in rows if "loss" in row}
+
+
+@pytest.mark.slow
+def test_loss_decreases_on_generated_regions(shard_dir, tmp_path):
+    """A few dozen LoRA steps on generated scenes bring the contrastive loss clearly down."""
+    result = train(config_for(shard_dir, tmp_path / "run", "run.steps=40", "checkpoint.every_steps=40"))
+    values = list(losses(result.run_dir).values())
+    assert sum(values[-8:]) / 8 < sum(values[:8]) / 8 - 0.3
+
+
+def test_resume_continues_with_the_same_losses(shard_dir, tmp_path):
+    """Resuming from the step-3 checkpoint reproduces steps 4-6 of the uninterrupted run."""
+    whole = train(config_for(shard_dir, tmp_path / "whole", "model.text_cache=false"))
+    reference = losses(whole.run_dir)
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(whole.run_dir, resumed_dir)
+    shutil.rmtree(resumed_dir / "checkpoints" / "step-0000006")
+    (resumed_dir / "metrics.jsonl").unlink()
+    train(config_for(shard_dir, resumed_dir, "model.text_cache=false", 'checkpoint.resume="latest"'))
+    again = losses(resumed_dir)
+    assert sorted(again) == [4, 5, 6]
+    for step in (4, 5, 6):
+        assert again[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-6)
+
+
+def test_checkpoints_hold_adapters_state_and_config_and_are_pruned(shard_dir, tmp_path):
+    """Checkpoints are complete (peft adapters, alpha conv, state, config) and only the last k stay."""
+    result = train(config_for(shard_dir, tmp_path / "run", "checkpoint.every_steps=2", "checkpoint.keep_last=2"))
+    names = sorted(p.name for p in (result.run_dir / "checkpoints").iterdir())
+    assert names == ["step-0000004", "step-0000006"]
+    files = {p.name for p in result.checkpoint.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "alpha_embedding.safetensors", STATE_FILE} <= files
+    state = torch.load(result.checkpoint / STATE_FILE, weights_only=False)
+    assert state["train"]["step"] == 6 and state["config"]["lora"]["rank"] == 16
+    assert (result.run_dir / "config.toml").read_text().startswith("[run]")
+
+
+def test_nonfinite_losses_are_skipped_counted_and_stop_the_run(shard_dir, tmp_path, monkeypatch):
+    """An injected NaN loss skips that step (counted in the metrics); too many stop the run with a clear error."""
+    real = train_module.region_contrastive_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(*args):
+        calls["n"] += 1
+        loss = real(*args)
+        return loss * float("nan") if calls["n"] in (2, 4) else loss
+
+    monkeypatch.setattr(train_module, "region_contrastive_loss", sometimes_nan)
+    result = train(config_for(shard_dir, tmp_path / "run"))
+    assert result.metrics["nonfinite_steps"] == 2
+    assert all(value == value for value in losses(result.run_dir).values())  # logged losses are finite
+    calls["n"] = 0
+    with pytest.raises(UserError, match="non-finite"):
+        train(config_for(shard_dir, tmp_path / "run2", "run.max_nonfinite=1"))
+
+
+def test_only_lora_and_alpha_weights_change(shard_dir, tmp_path):
+    """Training moves the LoRA and alpha-conv weights and nothing else of the CLIP model."""
+    from fctrain.model import build_model
+
+    config = config_for(shard_dir, tmp_path / "run")
+    result = train(config)
+    trained, _ = build_model(config.model, config.lora, result.run_dir / "tiny-model", seed=config.run.seed)
+    fresh, _ = build_model(config.model, config.lora, result.run_dir / "tiny-model", seed=config.run.seed)
+    from fctrain.model import load_adapters
+
+    load_adapters(trained, result.checkpoint)
+    changed = {name for (name, a), (_, b) in zip(trained.named_parameters(), fresh.named_parameters()) if not torch.equal(a, b)}
+    assert changed and all("lora_" in name or "alpha_embedding" in name for name in changed)
+    assert any("alpha_embedding" in name for name in changed)
+
+
+def test_config_layers_and_unknown_settings(tmp_path):
+    """Defaults < TOML file < --set overrides; unknown keys and sections are one-line errors."""
+    path = tmp_path / "train.toml"
+    path.write_text('[optim]\nlr = 3e-4\n[lora]\nrank = 8\n')
+    config = load_config(path, ["lora.rank=4", "model.gradient_checkpointing=true"])
+    assert config.optim.lr == 3e-4 and config.lora.rank == 4 and config.model.gradient_checkpointing
+    assert config.optim.warmup_steps == 100  # a default
+    with pytest.raises(UserError, match="unknown setting optim.learning_rate"):
+        load_config(None, ["optim.learning_rate=1"])
+    with pytest.raises(UserError, match="unknown config section"):
+        load_config(None, ["optimiser.lr=1"])
+    with pytest.raises(UserError, match="multiple of data.regions_per_image"):
+        load_config(None, ["data.batch_size=7"])
+
+
+def _fc_train(shard_dir, out_dir, *extra) -> list[str]:
+    return [
+        sys.executable, "-m", "fc", "train", "--shards", str(shard_dir), "--out", str(out_dir),
+        "--batch-size", "16", "--set", "data.workers=0", "--set", "model.image_size=32",
+        "--set", "run.log_every=1", "--set", "run.val_every=0", *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_before_exit(shard_dir, tmp_path):
+    """SIGTERM mid-run ends the run after the current step with a checkpoint of that step."""
+    out = tmp_path / "run"
+    process = subprocess.Popen(_fc_train(shard_dir, out, "--steps", "100000"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 0, process.stderr.read().decode()[-2000:]
+    checkpoints = sorted((out / "checkpoints").iterdir())
+    step = json.loads(metrics.read_text().splitlines()[-1])["step"]
+    assert checkpoints[-1].name == f"step-{step:07d}" and 3 <= step < 100000
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(shard_dir, tmp_path):
+    """torchrun with two gloo processes trains, logs and checkpoints both ranks' data positions."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "fc",
+               *_fc_train(shard_dir, out, "--steps", "4")[3:]]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = torch.load(out / "checkpoints" / "step-0000004" / STATE_FILE, weights_only=False)
+    assert len(state["positions"]) == 2
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 4 and rows[-1]["samples_seen"] == 4 * 16 * 2
