@@ -37,6 +37,7 @@ class ModelConfig:
     compile: bool = False  # torch.compile the vision tower
     text_cache: bool = True  # cache caption embeddings of the frozen text tower by caption
     text_cache_entries: int = 2_000_000  # LRU bound: ~2 KB each in fp32 at width 512 (VG: ~4M distinct phrases)
+    tiny_pretrain_steps: int = 300  # "tiny" only: CLIP-style pretraining on region crops when it is created
 
     def __post_init__(self) -> None:
         if self.attn_implementation not in ("sdpa", "eager"):
@@ -65,13 +66,15 @@ class LoraConfig:
 
 @dataclass
 class LossConfig:
-    logit_scale: float = 100.0  # softmax temperature as CLIP's logit scale (Alpha-CLIP: fixed at 100)
+    # Softmax temperature as CLIP's logit scale; 0 keeps the checkpoint's own (OpenAI CLIP's is
+    # 100, the value Alpha-CLIP fixes; a small model pretrained here ends elsewhere).
+    logit_scale: float = 0.0
     learn_logit_scale: bool = False  # train it (clamped to max_logit_scale after every step)
     max_logit_scale: float = 100.0  # the clamp (open_clip clamps at ln 100)
 
     def __post_init__(self) -> None:
-        if not 0 < self.logit_scale <= self.max_logit_scale:
-            raise UserError("loss.logit_scale must be in (0, loss.max_logit_scale]")
+        if not 0 <= self.logit_scale <= self.max_logit_scale:
+            raise UserError("loss.logit_scale must be in [0, loss.max_logit_scale] (0: the checkpoint's own)")
 
 
 @dataclass
@@ -200,3 +203,32 @@ def _toml_value(value) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return json.dumps(str(value))  # a TOML basic string is a JSON string
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    out_dir: Path = Path("fc-demo")  # everything goes below this folder
+    images: int = 600  # generated images (VG quirks planted among them)
+    steps: int = 300  # LoRA + alpha fine-tuning steps
+    pretrain_steps: int = 300  # the tiny model's CLIP pretraining steps
+    eval_images: int = 100  # validation images evaluated
+    seed: int = 0  # data and model seed
+    workers: int = 0  # processes for generating, sharding and loading, 0 = all cores
+
+
+# The rows of `fc eval`: the fine-tuned model, CLIP itself, and training-free prompts (fctrain.prompts).
+EVAL_METHODS = ("focus", "untrained", "whole_image", "crop", "blur", "grayscale", "red_outline", "attention_bias")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    shards: str = ""  # validation shards (a shard folder uses its val-*.tar)
+    split: str = "val"  # which split's shards to take from a folder
+    max_images: int = 500  # images evaluated (the first ones of the shards, in order)
+    max_regions: int = 16  # candidate regions per image (distinct phrases)
+    methods: tuple[str, ...] = EVAL_METHODS  # which rows to compute
+    batch_size: int = 64  # images per forward pass
+    iou_threshold: float = 0.5  # box selection also accepts a box overlapping the right one this much
+    attention_strength: float = 0.2  # peak attention-logit bias of the attention_bias baseline
+    class_names: tuple[str, ...] = ()  # zero-shot classes; default: the VG object names present
+    examples: int = 8  # box-selection examples kept for pictures

@@ -17,7 +17,7 @@ import shutil
 import uuid
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -75,10 +75,15 @@ def write_directory_atomically(out_dir: Path) -> Iterator[Path]:
 # Building and loading CLIP
 
 
-def create_tiny_model(out_dir: Path, phrases: Iterable[str], image_size: int = 224, seed: int = 0) -> Path:
-    """Train a tokenizer on `phrases` and save it with a small random CLIPModel into `out_dir`.
+def create_tiny_model(
+    out_dir: Path, phrases: Iterable[str], image_size: int = 224, seed: int = 0,
+    pretrain: Callable[[CLIPModel, object], None] | None = None,
+) -> Path:
+    """Train a tokenizer on `phrases` and save it with a small CLIPModel into `out_dir`.
 
-    The same phrases, size and seed give the same weights. Written atomically.
+    `pretrain(clip, tokenizer)`, if given, trains the fresh model before it is saved (see
+    fctrain.pretrain): a random text tower is no stand-in for CLIP's. The same phrases, size, seed
+    and pretraining give the same weights. Written atomically.
     """
     out_dir = Path(out_dir)
     with write_directory_atomically(out_dir) as tmp:
@@ -112,6 +117,8 @@ def create_tiny_model(out_dir: Path, phrases: Iterable[str], image_size: int = 2
         with torch.random.fork_rng(devices=[]):  # seed the init without disturbing the caller's RNG
             torch.manual_seed(seed)
             clip = CLIPModel(config)
+        if pretrain is not None:
+            pretrain(clip, tokenizer)
         clip.save_pretrained(tmp)  # safetensors
     return out_dir
 
@@ -521,6 +528,7 @@ def build_model(
     tiny_dir: Path | None,
     phrases: Iterable[str] | None = None,
     seed: int = 0,
+    pretrain: Callable[[CLIPModel, object], None] | None = None,
 ) -> tuple[RGBAClip, object]:
     """The model ready to train, and its tokenizer: CLIP (or the tiny model, created in `tiny_dir`
     from `phrases` when absent) wrapped as RGBAClip, LoRA applied, checkpointing/compile per config."""
@@ -532,12 +540,16 @@ def build_model(
         if not (tiny_dir / "config.json").is_file():
             if phrases is None:
                 raise UserError(f"model 'tiny': {tiny_dir} holds no model and no phrases were given to build one")
-            create_tiny_model(tiny_dir, phrases, image_size=model_config.image_size, seed=seed)
+            create_tiny_model(tiny_dir, phrases, image_size=model_config.image_size, seed=seed, pretrain=pretrain)
         source = replace(model_config, name_or_path=str(tiny_dir))
     clip, tokenizer = load_clip(source)
+    rgba = RGBAClip(clip)
+    alpha_file = Path(source.name_or_path) / ALPHA_WEIGHTS
+    if alpha_file.is_file():  # an exported or converted (e.g. Alpha-CLIP) model brings its alpha conv
+        load_alpha_embedding(rgba, alpha_file)
     with torch.random.fork_rng(devices=[]):  # LoRA's A matrices are random: same seed, same start
         torch.manual_seed(seed)
-        model = apply_lora(RGBAClip(clip), lora)
+        model = apply_lora(rgba, lora)
     set_gradient_checkpointing(model, model_config.gradient_checkpointing)
     if model_config.compile:
         compile_vision(model)

@@ -10,6 +10,7 @@ fused AdamW skips on the device) and counted; the count is read, with the other 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -30,6 +31,7 @@ from fctrain.checkpoint import TrainState, find_checkpoint, load_checkpoint, sav
 from fctrain.config import OptimConfig, TrainConfig, to_toml
 from fctrain.loss import region_contrastive_loss
 from fctrain.model import RGBAClip, TextEmbeddingCache, build_model, trainable_summary
+from fctrain.pretrain import PretrainOptions, pretrain_tiny_clip
 
 
 class TrainProgress(Protocol):
@@ -148,10 +150,17 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
         (run_dir / "config.toml").write_text(to_toml(config))
     tiny_dir = run_dir / "tiny-model"
     if config.model.name_or_path == "tiny" and runtime.main and not (tiny_dir / "config.json").exists():
-        build_model(config.model, config.lora, tiny_dir, train_phrases(shards), config.run.seed)
+        if progress:
+            progress.note(f"creating the tiny model: {config.model.tiny_pretrain_steps} steps of CLIP pretraining on region crops")
+        pretrain = functools.partial(
+            pretrain_tiny_clip, shards=shards,
+            options=PretrainOptions(steps=config.model.tiny_pretrain_steps, seed=config.run.seed),
+        )
+        build_model(config.model, config.lora, tiny_dir, train_phrases(shards), config.run.seed, pretrain=pretrain)
     _barrier(runtime)
     model, tokenizer = build_model(config.model, config.lora, tiny_dir, seed=config.run.seed)
-    model.logit_scale.data.fill_(math.log(config.loss.logit_scale))
+    if config.loss.logit_scale:
+        model.logit_scale.data.fill_(math.log(config.loss.logit_scale))
     model.logit_scale.requires_grad_(config.loss.learn_logit_scale)
     model.to(runtime.device)
     if progress and runtime.main:
