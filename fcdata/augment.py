@@ -182,7 +182,8 @@ def make_views(
     image, rows: np.ndarray, cols: np.ndarray, regions: SampleRegions, count: int, size: int,
     options: LoaderOptions, rng: random.Random | None,
 ) -> ImageViews:
-    """Choose regions, crop/flip (training, with `rng`) or letterbox (evaluation, rng None).
+    """Choose regions, crop/flip (training, with `rng`) or letterbox (evaluation, rng None: the
+    first `count` distinct phrases, in the JSON's order).
 
     Boxes, profiles and crops are in stored pixels (the JSON's width x height); `image` may have
     been decoded at a reduced DCT scale, so only its own resize box is divided by that scale.
@@ -193,7 +194,7 @@ def make_views(
     # Stored pixels per decoded pixel, per axis: a draft decode rounds odd sizes up.
     scale = np.array([width / image.size[0], height / image.size[1]] * 2)
     if rng is None:
-        chosen = np.arange(min(count, len(regions.phrases)), dtype=np.int64)
+        chosen = np.array(regions.distinct[:count], np.int64)  # the first region of each phrase
         side = max(width, height)
         left, top = (side - width) // 2, (side - height) // 2
         box = np.array([-left, -top, side - left, side - top], np.float64)

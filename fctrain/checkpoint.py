@@ -132,3 +132,25 @@ def load_checkpoint(
     state.position.load_state_dict(positions[rank])
     set_rng_state(saved["rng"])
     return saved["config"]
+
+
+def load_trained(run_dir: Path, checkpoint: str = "latest", device: str | torch.device = "cpu"):
+    """(model in eval mode, tokenizer, TrainConfig) of a training run: its base model (or tiny
+    model), with the adapters, alpha conv and logit scale of `checkpoint` ("latest" or a folder)."""
+    import dataclasses
+
+    from fctrain.config import load_config
+    from fctrain.model import build_model
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise UserError(f"{run_dir}: not a training run (no config.toml)")
+    config = load_config(run_dir / "config.toml")
+    path = find_checkpoint(run_dir, checkpoint)
+    model_config = dataclasses.replace(config.model, compile=False, gradient_checkpointing=False)
+    model, tokenizer = build_model(model_config, config.lora, run_dir / "tiny-model", seed=config.run.seed)
+    load_adapters(model, path)
+    saved = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    with torch.no_grad():
+        model.logit_scale.copy_(saved["logit_scale"])
+    return model.to(device).eval(), tokenizer, config

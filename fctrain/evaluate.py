@@ -1,0 +1,300 @@
+"""`fc eval`: region-level accuracy of the fine-tuned RGBA model beside training-free baselines.
+
+Candidates: for each validation image, its first `max_regions` regions with distinct phrases
+(ignoring case), all in the evaluation view (letterboxed, no randomness). Metrics per method:
+- box selection: for each phrase, score every candidate box of the same image; correct when the
+  best box is the phrase's own or overlaps it with IoU >= iou_threshold. The headline: whole-image
+  CLIP cannot tell one image's regions apart, so it sits at chance there.
+- phrase selection: for each box, rank the image's phrases: R@1, R@5, mean rank.
+- global retrieval over all validation regions: region -> phrase and phrase -> region R@1 / R@5
+  (captions equal ignoring case are one caption).
+- zero-shot region classification: the region's Visual Genome object name (or a user's class list)
+  among all class names, prompted "a photo of a {name}.": top-1 / top-5.
+Ties (whole-image embeddings are identical for all regions of an image) count as a random pick
+among the tied candidates, so chance-level methods score chance, not 0 or 1.
+
+Methods: focus (the fine-tuned model, alpha = the region's mask), untrained (base weights and a
+zero alpha conv: CLIP itself), and the prompts of fctrain.prompts on the base weights.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fcdata import keys, masks
+from fcdata.augment import SampleRegions, make_views
+from fcdata.loader import phrase_key, resolve_shards
+from fcdata.options import LoaderOptions
+from fcdata.reader import iter_shard
+from fcdata.transforms import letterbox, normalize_alphas, normalize_images
+from fctrain.config import EVAL_METHODS as METHODS
+from fctrain.config import EvalOptions
+from fctrain.model import RGBAClip
+from fctrain.prompts import attention_bias_features, patch_bias, visual_prompt
+
+METHOD_TITLES = {  # short: the table must fit an 80-column terminal
+    "focus": "Focus-CLIP (alpha)",
+    "untrained": "untrained (=CLIP)",
+    "whole_image": "CLIP whole image",
+    "crop": "CLIP crop",
+    "blur": "CLIP blur outside",
+    "grayscale": "CLIP gray outside",
+    "red_outline": "CLIP red outline",
+    "attention_bias": "CLIP attn bias",
+}
+
+
+@dataclass
+class EvalImage:
+    image_id: int
+    stored: object  # PIL RGB image at its stored size
+    letterboxed: np.ndarray  # S x S x 3 uint8
+    alphas: np.ndarray  # K x S x S uint8
+    boxes: np.ndarray  # K x 4 float, stored pixels
+    model_boxes: np.ndarray  # K x 4 float, in the letterboxed S x S view
+    phrases: list[str]
+    objects: list[str]  # the VG object name of each region, "" if none
+
+
+@dataclass
+class EvalReport:
+    images: int
+    regions: int
+    results: dict[str, dict[str, float]]  # method -> metric -> value
+    examples: list[dict] = field(default_factory=list)  # box selections of the focus method, for pictures
+    example_images: dict[int, EvalImage] = field(default_factory=dict, repr=False)  # their images; not in JSON
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data.pop("example_images")
+        return json.dumps(data, indent=2)
+
+
+def load_eval_images(options: EvalOptions, size: int) -> list[EvalImage]:
+    """The first max_images images (with at least one region) of the shards, evaluation view."""
+    from PIL import Image
+    import io
+
+    view_options = LoaderOptions(batch_size=options.max_regions, regions_per_image=options.max_regions)
+    images: list[EvalImage] = []
+    for shard in resolve_shards(options.shards, options.split):
+        for sample in iter_shard(shard):
+            meta = json.loads(sample[keys.META])
+            regions = SampleRegions.of(meta, view_options.full_image_min_cover)
+            stored = Image.open(io.BytesIO(sample[keys.IMAGE])).convert("RGB")
+            rows, cols = masks.decode_profiles(sample[keys.MASK_PROFILES], meta["height"])
+            views = make_views(stored, rows, cols, regions, options.max_regions, size, view_options, None)
+            chosen = regions.distinct[: options.max_regions]
+            boxes = regions.boxes[chosen]
+            side = max(regions.width, regions.height)
+            shift = np.array([(side - regions.width) // 2, (side - regions.height) // 2] * 2, np.float64)
+            names = meta["regions"].get("object_names") or [[] for _ in meta["regions"]["phrase"]]
+            images.append(
+                EvalImage(
+                    image_id=meta["image_id"], stored=stored, letterboxed=views.image, alphas=views.alphas,
+                    boxes=boxes, model_boxes=(boxes + shift) * size / side, phrases=views.phrases,
+                    objects=[(names[k][0].lower() if names[k] else "") for k in chosen],
+                )
+            )
+            if len(images) == options.max_images:
+                return images
+    return images
+
+
+@contextmanager
+def base_weights(model: RGBAClip) -> Iterator[None]:
+    """The model as it was before training: LoRA adapters off, alpha conv zero (= plain CLIP)."""
+    saved = model.alpha_embedding.weight.detach().clone()
+    model.alpha_embedding.weight.data.zero_()
+    adapters = model.peft_model.disable_adapter() if model.peft_model is not None else nullcontext()
+    try:
+        with adapters:
+            yield
+    finally:
+        model.alpha_embedding.weight.data.copy_(saved)
+
+
+def _encode(model: RGBAClip, pictures: list[np.ndarray], alphas: list[np.ndarray], batch_size: int, device) -> torch.Tensor:
+    """Normalised image features of (S x S x 3 uint8, S x S uint8 alpha) pairs."""
+    rows = []
+    for start in range(0, len(pictures), batch_size):
+        pixels = torch.from_numpy(np.stack(pictures[start : start + batch_size])).permute(0, 3, 1, 2).to(device)
+        alpha = torch.from_numpy(np.stack(alphas[start : start + batch_size]))[:, None].to(device)
+        rows.append(model.encode_image(normalize_images(pixels), normalize_alphas(alpha)).float())
+    return F.normalize(torch.cat(rows), dim=-1).cpu()
+
+
+def region_features(method: str, model: RGBAClip, images: list[EvalImage], options: EvalOptions, device) -> torch.Tensor:
+    """R x D normalised features of every candidate region under `method` (R = all regions)."""
+    size = images[0].letterboxed.shape[0]
+    ones = np.full((size, size), 255, np.uint8)
+    if method == "focus":
+        pictures = [image.letterboxed for image in images for _ in image.phrases]
+        return _encode(model, pictures, [a for image in images for a in image.alphas], options.batch_size, device)
+    with base_weights(model):
+        if method == "untrained":
+            pictures = [image.letterboxed for image in images for _ in image.phrases]
+            return _encode(model, pictures, [a for image in images for a in image.alphas], options.batch_size, device)
+        if method == "whole_image":
+            per_image = _encode(model, [i.letterboxed for i in images], [ones] * len(images), options.batch_size, device)
+            return torch.repeat_interleave(per_image, torch.tensor([len(i.phrases) for i in images]), dim=0)
+        if method == "attention_bias":
+            return _attention_bias_features(model, images, options, device)
+        pictures = [
+            letterbox(np.asarray(visual_prompt(method, image.stored, box)), np.zeros((0, 1, 1), np.uint8), size)[0]
+            for image in images for box in image.boxes
+        ]
+        return _encode(model, pictures, [ones] * len(pictures), options.batch_size, device)
+
+
+def _attention_bias_features(model: RGBAClip, images: list[EvalImage], options: EvalOptions, device) -> torch.Tensor:
+    size = images[0].letterboxed.shape[0]
+    config = model.base_clip.config.vision_config
+    grid = size // config.patch_size
+    pictures = [image.letterboxed for image in images for _ in image.phrases]
+    biases = patch_bias(np.concatenate([i.model_boxes for i in images]), grid, size, options.attention_strength)
+    rows = []
+    for start in range(0, len(pictures), options.batch_size):
+        pixels = torch.from_numpy(np.stack(pictures[start : start + options.batch_size])).permute(0, 3, 1, 2).to(device)
+        rows.append(attention_bias_features(model.base_clip, normalize_images(pixels), biases[start : start + options.batch_size]).float())
+    return F.normalize(torch.cat(rows), dim=-1).cpu()
+
+
+def text_features(model: RGBAClip, tokenizer, texts: list[str], batch_size: int, device) -> torch.Tensor:
+    rows = []
+    for start in range(0, len(texts), batch_size):
+        tokens = tokenizer(texts[start : start + batch_size], padding="longest", truncation=True, max_length=77, return_tensors="pt")
+        rows.append(model.encode_text(tokens["input_ids"].to(device), tokens["attention_mask"].to(device)).float())
+    return F.normalize(torch.cat(rows), dim=-1).cpu()
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def tie_aware_hit(scores: np.ndarray, correct: np.ndarray, eps: float = 1e-6) -> float:
+    """Chance that a random pick among the top-scoring candidates is correct."""
+    top = scores >= scores.max() - eps
+    return float(correct[top].mean())
+
+
+def tie_aware_rank(scores: np.ndarray, target: int, eps: float = 1e-6) -> tuple[float, float, float]:
+    """(mean rank, P(rank <= 1), P(rank <= 5)) of `target` when ties are broken at random."""
+    above = int((scores > scores[target] + eps).sum())
+    tied = int((np.abs(scores - scores[target]) <= eps).sum()) - 1
+    def within(k: int) -> float:
+        return float(np.clip((k - above) / (tied + 1), 0.0, 1.0))
+    return above + 1 + tied / 2, within(1), within(5)
+
+
+def box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    width = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
+    height = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
+    inter = width * height
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return inter / (area + (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1]) - inter)
+
+
+def image_metrics(regions: torch.Tensor, texts: torch.Tensor, images: list[EvalImage], iou_threshold: float) -> tuple[dict, list[dict]]:
+    """Box and phrase selection within each image (images with >= 2 regions)."""
+    box_hits, ranks, r1, r5, picks = [], [], [], [], []
+    start = 0
+    for image in images:
+        count = len(image.phrases)
+        block = (regions[start : start + count] @ texts[start : start + count].T).numpy()  # regions x phrases
+        start += count
+        if count < 2:
+            continue
+        for k in range(count):
+            correct = (np.arange(count) == k) | (box_iou(image.boxes[k], image.boxes) >= iou_threshold)
+            box_hits.append(tie_aware_hit(block[:, k], correct))
+            picks.append({"image_id": image.image_id, "phrase": k, "chosen": int(block[:, k].argmax()), "hit": box_hits[-1]})
+            rank, at1, at5 = tie_aware_rank(block[k], k)
+            ranks.append(rank), r1.append(at1), r5.append(at5)
+    return {
+        "box_accuracy": float(np.mean(box_hits)) if box_hits else float("nan"),
+        "box_chance": float(np.mean([1 / len(i.phrases) for i in images if len(i.phrases) >= 2])) if box_hits else float("nan"),
+        "phrase_r1": float(np.mean(r1)) if r1 else float("nan"),
+        "phrase_r5": float(np.mean(r5)) if r5 else float("nan"),
+        "phrase_mean_rank": float(np.mean(ranks)) if ranks else float("nan"),
+    }, picks
+
+
+def global_metrics(regions: torch.Tensor, texts: torch.Tensor, phrases: list[str]) -> dict:
+    """Region -> phrase and phrase -> region retrieval over all regions; equal captions are one."""
+    keys_ = np.array([phrase_key(p) for p in phrases])
+    first = {}
+    for index, key in enumerate(keys_.tolist()):
+        first.setdefault(key, index)
+    unique = np.array(sorted(first.values()))
+    column_of = {key: position for position, key in enumerate(keys_[unique].tolist())}
+    sims = (regions @ texts[unique].T).numpy()  # regions x distinct captions
+    to_phrase = [tie_aware_rank(sims[row], column_of[key]) for row, key in enumerate(keys_.tolist())]
+    # phrase -> region: each distinct caption's target is its first region; its other regions
+    # (same caption elsewhere) are left out of its ranking.
+    to_region = []
+    for column, key in enumerate(keys_[unique].tolist()):
+        keep = (keys_ != key) | (np.arange(len(keys_)) == first[key])
+        scores = sims[keep, column]
+        to_region.append(tie_aware_rank(scores, int(np.flatnonzero(np.flatnonzero(keep) == first[key])[0])))
+    return {
+        "region_to_phrase_r1": float(np.mean([r[1] for r in to_phrase])),
+        "region_to_phrase_r5": float(np.mean([r[2] for r in to_phrase])),
+        "phrase_to_region_r1": float(np.mean([r[1] for r in to_region])),
+        "phrase_to_region_r5": float(np.mean([r[2] for r in to_region])),
+    }
+
+
+def classification_metrics(regions: torch.Tensor, class_texts: torch.Tensor, classes: list[str], labels: list[str]) -> dict:
+    """Zero-shot top-1/top-5 over the regions that have a label among `classes`."""
+    index = {name: i for i, name in enumerate(classes)}
+    rows = [i for i, label in enumerate(labels) if label in index]
+    if not rows or len(classes) < 2:
+        return {"zero_shot_top1": float("nan"), "zero_shot_top5": float("nan"), "zero_shot_regions": len(rows)}
+    sims = (regions[rows] @ class_texts.T).numpy()
+    ranked = [tie_aware_rank(sims[n], index[labels[row]]) for n, row in enumerate(rows)]
+    return {
+        "zero_shot_top1": float(np.mean([r[1] for r in ranked])),
+        "zero_shot_top5": float(np.mean([r[2] for r in ranked])),
+        "zero_shot_regions": len(rows),
+    }
+
+
+def evaluate(model: RGBAClip, tokenizer, options: EvalOptions, device: torch.device, progress: Callable[[str], None] | None = None) -> EvalReport:
+    unknown = sorted(set(options.methods) - set(METHODS))
+    if unknown:
+        from fcdata.errors import UserError
+
+        raise UserError(f"unknown eval method {unknown[0]!r}; known: {', '.join(METHODS)}")
+    model.eval()
+    images = load_eval_images(options, model.image_size)
+    phrases = [p for image in images for p in image.phrases]
+    labels = [name for image in images for name in image.objects]
+    classes = list(options.class_names) or sorted({name for name in labels if name})
+    results, examples = {}, []
+    with torch.no_grad():
+        texts = text_features(model, tokenizer, phrases, options.batch_size, device)
+        class_texts = text_features(model, tokenizer, [f"a photo of a {c}." for c in classes], options.batch_size, device) if classes else None
+        for method in options.methods:
+            if progress:
+                progress(method)
+            regions = region_features(method, model, images, options, device)
+            row, picks = image_metrics(regions, texts, images, options.iou_threshold)
+            row.update(global_metrics(regions, texts, phrases))
+            if class_texts is not None:
+                row.update(classification_metrics(regions, class_texts, classes, labels))
+            results[method] = row
+            if method == "focus":
+                examples = picks[: options.examples]
+    by_id = {image.image_id: image for image in images}
+    return EvalReport(
+        images=len(images), regions=len(phrases), results=results, examples=examples,
+        example_images={e["image_id"]: by_id[e["image_id"]] for e in examples},
+    )

@@ -1,0 +1,125 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fcdata.reader import RegionSample
+from fcdata.show import render_box_choice, render_sample
+from fctrain.config import DemoOptions
+from fctrain.evaluate import EvalImage, box_iou, global_metrics, image_metrics, tie_aware_hit, tie_aware_rank
+from fctrain.prompts import attention_bias_features, patch_bias, visual_prompt
+
+
+def test_ties_count_as_a_random_pick():
+    """Identical scores (whole-image CLIP on one image's regions) score chance, not 0 or 1."""
+    assert tie_aware_hit(np.array([0.5, 0.5, 0.5, 0.5]), np.array([True, False, False, False])) == 0.25
+    assert tie_aware_hit(np.array([0.9, 0.5]), np.array([True, False])) == 1.0
+    rank, at1, at5 = tie_aware_rank(np.array([0.3, 0.3, 0.3, 0.9]), 1)
+    assert rank == 3.0 and at1 == 0.0 and at5 == 1.0  # one above, two ties: rank 2..4, mean 3
+    _, at1, _ = tie_aware_rank(np.array([0.3, 0.3]), 0)
+    assert at1 == 0.5
+
+
+def _image(phrases, boxes):
+    size = 32
+    return EvalImage(
+        image_id=1, stored=None, letterboxed=np.zeros((size, size, 3), np.uint8), alphas=np.zeros((len(phrases), size, size), np.uint8),
+        boxes=np.array(boxes, float), model_boxes=np.array(boxes, float), phrases=phrases, objects=[""] * len(phrases),
+    )
+
+
+def test_box_selection_accepts_the_own_box_or_a_heavily_overlapping_one():
+    """A phrase whose best-scoring box is its own, or overlaps its own with IoU >= 0.5, is a hit."""
+    images = [_image(["a", "b", "c"], [[0, 0, 10, 10], [0, 0, 10, 11], [20, 20, 30, 30]])]
+    texts = torch.eye(3)
+    regions = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # boxes 0 and 1 swapped
+    row, picks = image_metrics(regions, texts, images, iou_threshold=0.5)
+    assert row["box_accuracy"] == 1.0  # the swapped boxes overlap with IoU 10/11
+    row, _ = image_metrics(regions, texts, images, iou_threshold=0.95)
+    assert row["box_accuracy"] == pytest.approx(1 / 3)
+    assert row["phrase_r1"] == pytest.approx(1 / 3) and row["box_chance"] == pytest.approx(1 / 3)
+    assert [p["chosen"] for p in picks] == [1, 0, 2]
+
+
+def test_global_retrieval_treats_equal_captions_as_one():
+    """Two regions with the same caption (ignoring case) do not compete for it."""
+    cat, dog = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    texts = torch.stack([cat, cat, dog])  # equal captions embed equally
+    regions = torch.stack([cat, cat, dog])  # two regions show a cat, one a dog
+    perfect = global_metrics(regions, texts, ["a cat", "A cat", "a dog"])
+    assert perfect["region_to_phrase_r1"] == 1.0 and perfect["phrase_to_region_r1"] == 1.0
+
+
+def test_box_iou():
+    """IoU of boxes (x0, y0, x1, y1), zero when apart."""
+    np.testing.assert_allclose(box_iou(np.array([0, 0, 2, 2.0]), np.array([[1, 1, 3, 3.0], [5, 5, 6, 6.0]])), [1 / 7, 0])
+
+
+@pytest.mark.parametrize("method", ["whole_image", "crop", "blur", "grayscale", "red_outline"])
+def test_visual_prompts_change_only_what_they_should(method):
+    """Prompts keep the box's pixels (crop keeps only them); outside it they blur, gray or outline."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    box = (10, 5, 30, 25)
+    out = np.asarray(visual_prompt(method, image, box))
+    if method == "crop":
+        assert out.shape == (20, 20, 3) and np.array_equal(out, pixels[5:25, 10:30])
+        return
+    assert out.shape == pixels.shape
+    inner = (slice(8, 22), slice(13, 27))  # inside the box and clear of an outline
+    assert np.array_equal(out[inner], pixels[inner])
+    outside_changed = not np.array_equal(out[:, 40:], pixels[:, 40:])
+    assert outside_changed == (method in ("blur", "grayscale"))
+    if method == "red_outline":
+        assert tuple(out[5, 20]) == (255, 0, 0)
+
+
+def test_attention_bias_is_zero_effect_at_strength_zero_and_live_otherwise():
+    """The FALIP-style bias equals plain CLIP at strength 0 and changes the features when on."""
+    from transformers import CLIPVisionConfig, CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    clip = CLIPModel(CLIPConfig(vision_config=CLIPVisionConfig(image_size=32, patch_size=16, hidden_size=32, intermediate_size=64,
+                                                               num_hidden_layers=3, num_attention_heads=2), text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}, projection_dim=16)).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    boxes = np.array([[0, 0, 16, 16], [8, 8, 32, 32]], float)
+    with torch.no_grad():
+        plain = clip.visual_projection(clip.vision_model(pixel_values=pixels).pooler_output)
+        off = attention_bias_features(clip, pixels, patch_bias(boxes, 2, 32, 0.0))
+        on = attention_bias_features(clip, pixels, patch_bias(boxes, 2, 32, 5.0))
+    torch.testing.assert_close(off, plain, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(on, plain, atol=1e-4)
+
+
+def test_patch_bias_covers_only_in_box_patches_and_peaks_at_strength():
+    """The class-token row bias is zero outside the box and for the class token, max = strength in the centre."""
+    bias = patch_bias(np.array([[0, 0, 32, 32.0]]), 4, 64, 0.2)[0]
+    grid = bias[1:].view(4, 4)
+    assert bias[0] == 0 and grid[2:, :].sum() == 0 and grid[:, 2:].sum() == 0
+    assert float(grid.max()) <= 0.2 and float(grid.max()) > 0.15
+
+
+def test_pictures_render_samples_and_box_choices():
+    """The sample and box-choice pictures draw without error at the expected sizes."""
+    image = np.zeros((20, 30, 3), np.uint8)
+    masks = np.zeros((2, 20, 30), np.uint8)
+    masks[0, :10, :10] = 255
+    meta = {"image_id": 7, "regions": {"box": [[0, 0, 10, 10], [5, 5, 20, 15]], "region_id": [1, 2], "phrase": ["a", "b"]}}
+    picture = render_sample(RegionSample("7", image, masks, ["a", "b"], meta), scale=2)
+    assert picture.width >= 60 and picture.height > 40
+    choice = render_box_choice(image, np.array([[0, 0, 10, 10], [5, 5, 20, 15.0]]), "a", chosen=1, correct=0)
+    assert choice.width >= 90
+
+
+@pytest.mark.slow
+def test_alpha_matters_box_selection_clearly_beats_whole_image(tmp_path):
+    """End to end (data, shards, tiny CLIP, LoRA + alpha, eval): only the mask says which object a phrase
+    means, and the fine-tuned model picks the right box far more often than whole-image CLIP (chance)."""
+    from fctrain.demo import run_demo
+
+    result = run_demo(DemoOptions(out_dir=tmp_path, images=400, steps=250, pretrain_steps=250, eval_images=60, workers=2))
+    rows = result.evaluation.results
+    focus, whole = rows["focus"]["box_accuracy"], rows["whole_image"]["box_accuracy"]
+    assert abs(whole - rows["whole_image"]["box_chance"]) < 0.05  # whole image is chance among an image's regions
+    assert focus >= whole + 0.15, rows
