@@ -8,29 +8,58 @@ from typing import Annotated
 import typer
 
 from fc.options import Workers
+from fctrain.config import DemoOptions
+
+_DEFAULTS = DemoOptions()
 
 
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("fc-demo"),
-    images: Annotated[int, typer.Option(help="Images to generate.", min=30)] = 240,
-    workers: Workers = 0,
+    out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = _DEFAULTS.out_dir,
+    images: Annotated[int, typer.Option(help="Images to generate.", min=30)] = _DEFAULTS.images,
+    steps: Annotated[int, typer.Option(help="Fine-tuning steps.", min=1)] = _DEFAULTS.steps,
+    workers: Workers = _DEFAULTS.workers,
 ) -> None:
-    """Generate a small Visual-Genome-format dataset (with VG's quirks planted), shard it, and
-    report what was written, skipped and repaired. Needs no network and no downloads.
+    """Generate a Visual-Genome-format dataset (VG's quirks planted), shard it, pretrain a tiny
+    CLIP, fine-tune it with LoRA and the alpha channel, evaluate it against training-free
+    baselines, draw pictures and export the model. No network, no downloads; ~5 min on 2 cores.
 
     Example: fc demo --out fc-demo
     """
     from rich.console import Console
     from rich.progress import Progress
 
-    from fc.progress import RichShardProgress
+    from fc.progress import RichShardProgress, RichTrainProgress
+    from fc.report import eval_table, write_eval_outputs
     from fc.shard import report_summary
-    from fcdata.demo import DemoOptions, run_data_demo
+    from fcdata.loader import resolve_shards
+    from fcdata.reader import read_shard
+    from fcdata.show import render_sample, save_grid
+    from fctrain.checkpoint import load_trained
+    from fctrain.demo import run_demo
+    from fctrain.export import export_model
 
     console = Console(stderr=True)
-    options = DemoOptions(out_dir=out, images=images, workers=workers)
-    with Progress(console=console, transient=True) as synth_bar, RichShardProgress() as shard_bar:
-        task = synth_bar.add_task("generate VG-format data", total=images)
-        result = run_data_demo(options, lambda done: synth_bar.advance(task, done), shard_bar)
-    console.print(f"[bold]data[/]: {result.synth.images_written} images generated in {result.vg_root}")
+    options = DemoOptions(out_dir=out, images=images, steps=steps, workers=workers)
+    with Progress(console=console, transient=True) as bars, RichShardProgress() as shard_bar, RichTrainProgress() as train_bar:
+        synth_task = bars.add_task("1/4 generate VG-format data", total=images)
+        eval_task = bars.add_task("4/4 evaluate", total=None, visible=False)
+
+        def eval_step(method: str) -> None:
+            bars.update(eval_task, visible=True, description=f"4/4 evaluate: {method}")
+
+        result = run_demo(options, lambda n: bars.advance(synth_task, n), shard_bar, train_bar, eval_step)
+    console.print(f"[bold]1 data[/]: {result.synth.images_written} images in {result.vg_root}")
+    console.print("[bold]2 shards[/]:")
     report_summary(console, result.shards, result.shard_dir)
+    console.print(f"[bold]3 training[/]: {result.training.step} steps, last loss {result.training.metrics.get('loss')}, checkpoint {result.training.checkpoint}")
+    Console().print(eval_table(result.evaluation))
+    samples = [render_sample(s, 6) for s in list(read_shard(resolve_shards(str(result.shard_dir))[0]))[:8]]
+    pictures = [save_grid(samples, out / "samples.png"), write_eval_outputs(result.evaluation, out)[1]]
+    model, tokenizer, _ = load_trained(result.training.run_dir)
+    exported = export_model(model, tokenizer, out / "model", model.image_size)
+    row = result.evaluation.results
+    console.print(
+        f"[bold]box selection[/]: Focus-CLIP {row['focus']['box_accuracy']:.3f} vs whole-image CLIP "
+        f"{row['whole_image']['box_accuracy']:.3f} (chance {row['focus']['box_chance']:.3f}); "
+        f"pictures: {', '.join(str(p) for p in pictures)}; model: {exported}"
+    )

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from fc import bench, demo, shard, synth, train
+from fc import bench, convert, demo, evaluate, export, shard, show, synth, train
 
 app = typer.Typer(
     name="fc",
@@ -20,6 +20,10 @@ app.command("demo")(demo.demo)
 app.command("synth")(synth.synth)
 app.command("shard")(shard.shard)
 app.command("train")(train.train)
+app.command("eval")(evaluate.evaluate)
+app.command("export")(export.export)
+app.command("show")(show.show)
+app.command("convert")(convert.convert)
 app.add_typer(bench.app, name="bench")
 
 

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -15,7 +16,7 @@ def test_help_lists_the_commands():
     """`fc --help` works and names every command."""
     result = fc("--help")
     assert result.returncode == 0
-    for command in ("synth", "shard", "bench"):
+    for command in ("demo", "synth", "shard", "train", "eval", "export", "show", "convert", "bench"):
         assert command in result.stdout
 
 
@@ -65,3 +66,40 @@ def test_errors_after_workers_started_are_still_one_line(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip() and "reading annotations" not in line]
     assert len(lines) == 1 and "region_descriptions.json" in lines[0]
+
+
+@pytest.mark.slow
+def test_train_eval_export_show_from_the_command_line(tmp_path):
+    """The README's commands chain: shards -> fc train (tiny) -> fc eval -> fc export -> FocusClip, fc show."""
+    import json
+
+    from fctrain.api import FocusClip
+    from fctrain.model import ALPHA_WEIGHTS, build_model
+    from fctrain.config import LoraConfig, ModelConfig
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["synth", "--out", str(tmp_path / "vg"), "--images", "40", "--seed", "3"]).exit_code == 0
+    result = runner.invoke(app, ["shard", "--vg-root", str(tmp_path / "vg"), "--out", str(tmp_path / "shards"),
+                                 "--workers", "1", "--val-fraction", "0.2", "--shard-samples", "16"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--shards", str(tmp_path / "shards"), "--out", str(run), "--steps", "4",
+                                 "--batch-size", "8", "--set", "data.workers=0", "--set", "model.image_size=32",
+                                 "--set", "model.tiny_pretrain_steps=5", "--set", "run.val_every=0"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["eval", "--run", str(run), "--max-images", "6", "--methods", "focus,whole_image,crop"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "eval.json").read_text())
+    assert set(report["results"]) == {"focus", "whole_image", "crop"} and (run / "eval-examples.png").exists()
+    result = runner.invoke(app, ["export", "--run", str(run), "--out", str(tmp_path / "model")])
+    assert result.exit_code == 0, result.output
+    model = FocusClip.load(tmp_path / "model")
+    scores = model.score([np.zeros((40, 50, 3), np.uint8)], [None], ["a red circle", "a blue square"])
+    assert scores.shape == (1, 2)
+    # An exported model brings its alpha conv when training starts from it.
+    rebuilt, _ = build_model(ModelConfig(name_or_path=str(tmp_path / "model"), image_size=32), LoraConfig(), None)
+    from safetensors.torch import load_file
+
+    assert (rebuilt.alpha_embedding.weight == load_file(str(tmp_path / "model" / ALPHA_WEIGHTS))["weight"]).all()
+    result = runner.invoke(app, ["show", "--shards", str(tmp_path / "shards"), "--count", "3", "--out", str(tmp_path / "s.png")])
+    assert result.exit_code == 0 and (tmp_path / "s.png").exists()
