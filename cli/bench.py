@@ -29,3 +29,41 @@ def shard(
     from fcbench.shard import run
 
     run(vg_root, work, images=images, regions_per_image=regions_per_image, repeats=repeats, save=record)
+
+
+@app.command("loader")
+def loader(
+    shards: Annotated[Optional[Path], typer.Option(help="A shard folder; default: shards of a generated VG-like corpus.")] = None,
+    work: WorkDir = Path("runs/bench"),
+    images: Annotated[int, typer.Option(help="Images in the generated corpus.")] = 1000,
+    size: Annotated[int, typer.Option(help="Model input size, px.")] = 224,
+    workers: Annotated[str, typer.Option(help="Comma-separated DataLoader worker counts to measure.")] = "1,2",
+    repeats: Annotated[int, typer.Option(help="Runs per case; medians are reported.")] = 3,
+    record: Record = True,
+) -> None:
+    """Loader samples/s per worker vs decoding the same JPEGs alone, and vs a naive loader.
+
+    Example: fc bench loader --workers 1,2,4
+    """
+    from fcbench.loader import run
+
+    counts = tuple(int(w) for w in workers.split(","))
+    run(shards, work, images=images, size=size, workers=counts, repeats=repeats, save=record)
+
+
+@app.command("step")
+def step(
+    batch: Annotated[Optional[int], typer.Option(help="Samples per step (default 256 on CUDA, 8 on CPU).")] = None,
+    image_size: Annotated[int, typer.Option(help="Input size, px.")] = 224,
+    steps: Annotated[int, typer.Option(help="Timed steps per case (median reported).")] = 3,
+    device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda'.")] = "auto",
+    record: Record = True,
+) -> None:
+    """ViT-B/16 RGBA training-step speed (LoRA, +checkpointing) beside full vision fine-tuning and
+    an uncached text tower; on CUDA also bf16 vs fp32, peak memory and MFU.
+
+    Example: fc bench step --batch 256
+    """
+    from fcbench.step import run
+
+    run(batch=batch, image_size=image_size, steps=steps, device=device, save=record)

@@ -73,14 +73,15 @@ def resample_profile(profile: np.ndarray, start: float, span: float, size: int) 
 
 @njit(cache=True, nogil=True)
 def profile_alphas(
-    rows: np.ndarray, cols: np.ndarray, chosen: np.ndarray, box: np.ndarray, size: int, flip: bool
+    rows: np.ndarray, cols: np.ndarray, profile_of: np.ndarray, box: np.ndarray, size: int, flip: bool
 ) -> np.ndarray:
-    """Alphas (k x size x size uint8) of the chosen regions after cropping to `box`
-    (x0, y0, x1, y1 in stored pixels, may extend past the image: zeros there) and resizing."""
-    alphas = np.zeros((chosen.shape[0], size, size), np.uint8)
-    for m in range(chosen.shape[0]):
-        k = chosen[m]
-        if k < 0:  # whole-image view
+    """Alphas (k x size x size uint8) of k views: view m uses profiles rows[profile_of[m]],
+    cols[profile_of[m]] (or is all ones where profile_of[m] < 0, a whole-image view), cropped to
+    `box` (x0, y0, x1, y1 in stored pixels; zeros where it extends past the image) and resized."""
+    alphas = np.zeros((profile_of.shape[0], size, size), np.uint8)
+    for m in range(profile_of.shape[0]):
+        k = profile_of[m]
+        if k < 0:
             alphas[m] = 255
             continue
         along_y = resample_profile(rows[k], box[1], box[3] - box[1], size)
@@ -179,11 +180,11 @@ def random_crop(regions: SampleRegions, chosen: np.ndarray, options: LoaderOptio
 
 
 def make_views(
-    image, rows: np.ndarray, cols: np.ndarray, regions: SampleRegions, count: int, size: int,
+    image, rows: np.ndarray, cols: np.ndarray, regions: SampleRegions, chosen: np.ndarray, size: int,
     options: LoaderOptions, rng: random.Random | None,
 ) -> ImageViews:
-    """Choose regions, crop/flip (training, with `rng`) or letterbox (evaluation, rng None: the
-    first `count` distinct phrases, in the JSON's order).
+    """The views of the `chosen` regions (-1: a whole-image view; rows[m], cols[m] are view m's
+    profiles): cropped and flipped (training, with `rng`) or letterboxed (evaluation, rng None).
 
     Boxes, profiles and crops are in stored pixels (the JSON's width x height); `image` may have
     been decoded at a reduced DCT scale, so only its own resize box is divided by that scale.
@@ -194,7 +195,6 @@ def make_views(
     # Stored pixels per decoded pixel, per axis: a draft decode rounds odd sizes up.
     scale = np.array([width / image.size[0], height / image.size[1]] * 2)
     if rng is None:
-        chosen = np.array(regions.distinct[:count], np.int64)  # the first region of each phrase
         side = max(width, height)
         left, top = (side - width) // 2, (side - height) // 2
         box = np.array([-left, -top, side - left, side - top], np.float64)
@@ -203,7 +203,6 @@ def make_views(
         picture = square.resize((size, size), Image.Resampling.BILINEAR)
         flip = False
     else:
-        chosen = choose_regions(regions, count, options, rng)
         box = random_crop(regions, chosen, options, rng)
         image_box = np.minimum(box / scale, image.size * 2)  # float error must not step outside
         picture = image.resize((size, size), Image.Resampling.BILINEAR, box=tuple(image_box.tolist()))
@@ -212,13 +211,19 @@ def make_views(
             picture = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     indices = chosen.tolist()
     phrases = [regions.phrases[regions.cover if k < 0 else k] for k in indices]
+    own_profile = np.where(chosen < 0, -1, np.arange(len(chosen)))
     return ImageViews(
         image=np.asarray(picture),
-        alphas=profile_alphas(rows, cols, chosen, box, size, flip),
+        alphas=profile_alphas(rows, cols, own_profile, box, size, flip),
         phrases=[mirror_phrase(p) for p in phrases] if flip else phrases,
         region_ids=[-1 if k < 0 else regions.region_ids[k] for k in indices],
         image_id=regions.image_id,
     )
+
+
+def evaluation_regions(regions: SampleRegions, count: int) -> np.ndarray:
+    """The candidates an evaluation view shows: the first `count` distinct phrases, in JSON order."""
+    return np.array(regions.distinct[:count], np.int64)
 
 
 def decode_views(sample: dict, count: int, size: int, options: LoaderOptions, rng: random.Random | None) -> ImageViews:
@@ -228,10 +233,12 @@ def decode_views(sample: dict, count: int, size: int, options: LoaderOptions, rn
     meta = json.loads(sample[keys.META])
     if meta["mask"]["layout"] != keys.MASK_LAYOUT_SEPARABLE:
         raise ValueError(f"unsupported mask layout {meta['mask']['layout']!r}")
-    image = Image.open(io.BytesIO(sample[keys.IMAGE]))
-    image.draft("RGB", (size, size))  # a reduced DCT scale where that still covers `size`
-    rows, cols = masks.decode_profiles(sample[keys.MASK_PROFILES], meta["height"])
+    regions = SampleRegions.of(meta, options.full_image_min_cover)
+    chosen = choose_regions(regions, count, options, rng) if rng is not None else evaluation_regions(regions, count)
+    # Only the chosen regions' profiles are unpacked (a whole-image view's slot is unused).
+    rows, cols = masks.decode_profiles(sample[keys.MASK_PROFILES], meta["height"], np.maximum(chosen, 0).tolist())
     if rows.shape[1] != meta["height"] or cols.shape[1] != meta["width"]:
         raise ValueError("mask profiles do not match the image size in the JSON")
-    regions = SampleRegions.of(meta, options.full_image_min_cover)
-    return make_views(image.convert("RGB"), rows, cols, regions, count, size, options, rng)
+    image = Image.open(io.BytesIO(sample[keys.IMAGE]))
+    image.draft("RGB", (size, size))  # a reduced DCT scale where that still covers `size`
+    return make_views(image.convert("RGB"), rows, cols, regions, chosen, size, options, rng)

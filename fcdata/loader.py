@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import glob
 import hashlib
+import multiprocessing
 import os
 import random
 import time
@@ -278,8 +279,17 @@ class RegionStream(torch.utils.data.IterableDataset):
 
 
 def make_loader(stream: RegionStream) -> torch.utils.data.DataLoader:
-    """A DataLoader over the stream: batches are made in the workers (batch_size=None)."""
+    """A DataLoader over the stream: batches are made in the workers (batch_size=None).
+
+    Workers come from a fork server: as clean as spawned processes (never forked from a process
+    running CUDA or threads) but started faster, and unlike spawned ones (torch 2.13) they do not
+    abort when an iterator is abandoned mid-stream, as the trainer does at every epoch's end.
+    """
     workers = stream.options.workers
+    context = None
+    if workers:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["fcdata.loader"])
     return torch.utils.data.DataLoader(
         stream,
         batch_size=None,
@@ -287,7 +297,7 @@ def make_loader(stream: RegionStream) -> torch.utils.data.DataLoader:
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
-        multiprocessing_context="spawn" if workers else None,
+        multiprocessing_context=context,
     )
 
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from fcdata import keys, masks
-from fcdata.augment import SampleRegions, make_views
+from fcdata.augment import SampleRegions, evaluation_regions, make_views
 from fcdata.loader import phrase_key, resolve_shards
 from fcdata.options import LoaderOptions
 from fcdata.reader import iter_shard
@@ -90,9 +90,9 @@ def load_eval_images(options: EvalOptions, size: int) -> list[EvalImage]:
             meta = json.loads(sample[keys.META])
             regions = SampleRegions.of(meta, view_options.full_image_min_cover)
             stored = Image.open(io.BytesIO(sample[keys.IMAGE])).convert("RGB")
-            rows, cols = masks.decode_profiles(sample[keys.MASK_PROFILES], meta["height"])
-            views = make_views(stored, rows, cols, regions, options.max_regions, size, view_options, None)
-            chosen = regions.distinct[: options.max_regions]
+            chosen = evaluation_regions(regions, options.max_regions)
+            rows, cols = masks.decode_profiles(sample[keys.MASK_PROFILES], meta["height"], chosen.tolist())
+            views = make_views(stored, rows, cols, regions, chosen, size, view_options, None)
             boxes = regions.boxes[chosen]
             side = max(regions.width, regions.height)
             shift = np.array([(side - regions.width) // 2, (side - regions.height) // 2] * 2, np.float64)

@@ -187,7 +187,9 @@ def test_alpha_stays_on_its_region_through_crop_resize_and_flip(width, height, s
 
 
 def _edge_band(mask: np.ndarray) -> np.ndarray:
-    padded = np.pad(mask, 1, mode="edge")
+    """Pixels within one of the mask's boundary, the image border included (what lies beyond the
+    crop is unknown, so a region cut by the border has an edge there too)."""
+    padded = np.pad(mask, 1, constant_values=False)
     grown = padded[:-2, 1:-1] | padded[2:, 1:-1] | padded[1:-1, :-2] | padded[1:-1, 2:] | mask
     shrunk = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:] & mask
     return grown & ~shrunk

@@ -1,0 +1,151 @@
+"""Training-step throughput of the RGBA CLIP, each case beside its baselines in one run.
+
+Cases (synthetic batches, so the loader is not measured here; see fcbench.loader):
+- lora: LoRA (r=16, q/k/v/out) + alpha conv trainable, text embeddings from a warm cache.
+- lora_checkpointing: the same with activation checkpointing on the vision tower.
+- baseline_full_vision: no LoRA: the whole vision tower trains (the recipe LoRA replaces).
+- baseline_text_every_step: LoRA, but the frozen text tower runs on every batch (no cache).
+On CUDA each runs in bf16 (and lora also in fp32); rows carry step_ms, samples_per_s,
+peak_mem_gib and, where the GPU's peak is known, MFU from a FLOP count of one step.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import nullcontext
+
+import torch
+
+from fcbench.common import emit, machine_info, record
+
+# Dense bf16 peak, TFLOP/s, by a substring of torch.cuda.get_device_name().
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "4090": 165.0}
+
+
+def vit_b16_config(image_size: int = 224):
+    """OpenAI ViT-B/16 CLIP's architecture, randomly initialised (no download)."""
+    from transformers import CLIPConfig
+
+    return CLIPConfig(
+        vision_config=dict(image_size=image_size, patch_size=16, hidden_size=768, intermediate_size=3072,
+                           num_hidden_layers=12, num_attention_heads=12, hidden_act="quick_gelu"),
+        text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
+                         max_position_embeddings=77, vocab_size=49408, hidden_act="quick_gelu", eos_token_id=49407),
+        projection_dim=512,
+    )
+
+
+def _model(case: str, device: torch.device, image_size: int):
+    from transformers import CLIPModel
+
+    from fctrain.config import LoraConfig
+    from fctrain.model import RGBAClip, apply_lora, set_gradient_checkpointing
+
+    torch.manual_seed(0)
+    clip = CLIPModel._from_config(vit_b16_config(image_size), attn_implementation="sdpa")
+    model = RGBAClip(clip)
+    if case == "baseline_full_vision":
+        model.requires_grad_(False)
+        model.base_clip.vision_model.requires_grad_(True)
+        model.base_clip.visual_projection.requires_grad_(True)
+        model.alpha_embedding.requires_grad_(True)
+    else:
+        model = apply_lora(model, LoraConfig())
+    set_gradient_checkpointing(model, case == "lora_checkpointing")
+    return model.to(device).train()
+
+
+def _run_case(case: str, dtype: torch.dtype | None, device: torch.device, batch: int, image_size: int, steps: int) -> dict:
+    from fctrain.config import OptimConfig
+    from fctrain.loss import region_contrastive_loss
+    from fctrain.model import TextEmbeddingCache
+    from fctrain.train import build_optimizer
+
+    model = _model(case, device, image_size)
+    optimizer = build_optimizer(model, OptimConfig(), device)
+    pixels = torch.randn(batch, 3, image_size, image_size, device=device)
+    alpha = torch.randn(batch, 1, image_size, image_size, device=device)
+    ids = torch.randint(1, 49406, (batch, 16))
+    ids[:, -1] = 49407  # the end token
+    mask = torch.ones_like(ids)
+    keys = torch.arange(batch, device=device)
+    cache = TextEmbeddingCache() if case != "baseline_text_every_step" else None
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+    def step() -> None:
+        with autocast:
+            image_features = model(pixels, alpha)
+            if cache is not None:
+                text_features = cache.embed_tokens(ids, mask, model, device)
+            else:
+                with torch.no_grad():
+                    text_features = model.encode_text(ids.to(device), mask.to(device))
+        loss = region_contrastive_loss(image_features, text_features, keys, torch.tensor(100.0, device=device))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    flops = None
+    if device.type == "cuda":
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops = counter.get_total_flops()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+    step()  # warm-up (and a warm text cache)
+    times = []
+    for _ in range(steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    step_s = statistics.median(times)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    row = {
+        "case": case, "dtype": str(dtype).replace("torch.", "") if dtype else "fp32", "batch": batch,
+        "image_size": image_size, "step_ms": round(1000 * step_s, 1), "samples_per_s": round(batch / step_s, 1),
+        "trainable_params": trainable,
+    }
+    if device.type == "cuda":
+        row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        name = torch.cuda.get_device_name(device)
+        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+        row["tflops"] = round(flops / step_s / 1e12, 1)
+        if peak and dtype == torch.bfloat16:
+            row["mfu"] = round(flops / step_s / (peak * 1e12), 3)
+    del model, optimizer
+    return row
+
+
+def run(batch: int | None = None, image_size: int = 224, steps: int = 3, device: str = "auto", save: bool = True) -> list[dict]:
+    machine = machine_info()
+    emit({"bench": "step", "machine": machine})
+    target = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) else ("cpu" if device == "auto" else device))
+    batch = batch or (256 if target.type == "cuda" else 8)
+    cases = [("lora", None), ("lora_checkpointing", None), ("baseline_full_vision", None), ("baseline_text_every_step", None)]
+    if target.type == "cuda":
+        cases = [(case, torch.bfloat16) for case, _ in cases] + [("lora", None)]
+    rows = []
+    for case, dtype in cases:
+        try:
+            row = _run_case(case, dtype, target, batch, image_size, steps)
+        except torch.cuda.OutOfMemoryError:
+            row = {"case": case, "dtype": str(dtype), "batch": batch, "error": "out of memory"}
+            torch.cuda.empty_cache()
+        rows.append(dict(row, bench="step", device=str(target)))
+        emit(rows[-1])
+    reference = next((r for r in rows if r["case"] == "lora" and "samples_per_s" in r), None)
+    if reference:
+        for row in rows:
+            if "samples_per_s" in row:
+                row["vs_lora"] = round(row["samples_per_s"] / reference["samples_per_s"], 3)
+        emit({"bench": "step", "summary": {r["case"] + "_" + r["dtype"]: r.get("vs_lora") for r in rows}})
+    if save:
+        emit({"bench": "step", "recorded": str(record("step", rows, machine))})
+    return rows
