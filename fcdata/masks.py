@@ -42,8 +42,9 @@ def box_pixel_bounds(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     limits = (width, height)
     for k in range(count):
         for axis in range(2):
-            low = boxes[k, axis]
-            high = boxes[k, axis + 2]
+            # float64 before any arithmetic: float32 differences round differently at .5 edges
+            low = np.float64(boxes[k, axis])
+            high = np.float64(boxes[k, axis + 2])
             first = int(np.ceil(low - 0.5))
             stop = int(np.ceil(high - 0.5))
             if stop <= first:  # thinner than a pixel: keep the pixel under the centre
@@ -82,8 +83,8 @@ def box_profiles(
             rows[k, bounds[k, 1] : bounds[k, 3]] = 255
     else:
         for k in range(count):
-            _soft_ramp(boxes[k, 0], boxes[k, 2], cols[k], feather_px)
-            _soft_ramp(boxes[k, 1], boxes[k, 3], rows[k], feather_px)
+            _soft_ramp(np.float64(boxes[k, 0]), np.float64(boxes[k, 2]), cols[k], feather_px)
+            _soft_ramp(np.float64(boxes[k, 1]), np.float64(boxes[k, 3]), rows[k], feather_px)
     return rows, cols
 
 

@@ -2,7 +2,7 @@ import io
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -70,6 +70,8 @@ def test_binary_rasteriser_matches_numpy_reference(case):
 
 @settings(max_examples=100, deadline=None)
 @given(box_sets(), st.floats(1.0, 12.0))
+# Found by CI: float32 arithmetic on the edges rounded this ramp value up by one.
+@example((np.array([[-0.33333334, 0.0, 2.1666667, 0.5]], np.float32), 1, 1), 3.0)
 def test_soft_rasteriser_matches_numpy_reference(case, feather):
     """The numba soft rasteriser equals the NumPy ramp formula, values in [0, 255]."""
     boxes, height, width = case
