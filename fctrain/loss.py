@@ -29,16 +29,22 @@ def gather_rows(local: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def region_contrastive_loss(
-    image_features: torch.Tensor, text_features: torch.Tensor, phrase_keys: torch.Tensor, logit_scale: torch.Tensor
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    phrase_keys: torch.Tensor,
+    logit_scale: torch.Tensor,
+    across_ranks: bool = True,
 ) -> torch.Tensor:
     """image_features, text_features: B x D (any scale); phrase_keys: B int64, equal for equal
     captions; logit_scale: a scalar (CLIP's exp(logit_scale), e.g. 100). Returns the mean of the
-    image->text and text->image cross-entropies."""
+    image->text and text->image cross-entropies. across_ranks=False keeps the loss local to this
+    process even under DDP, for work that only one rank does (a collective there would hang)."""
     images = F.normalize(image_features.float(), dim=-1)
     texts = F.normalize(text_features.float(), dim=-1)
-    all_images, offset = gather_rows(images)
-    all_texts, _ = gather_rows(texts)
-    all_keys, _ = gather_rows(phrase_keys)
+    gather = gather_rows if across_ranks else (lambda local: (local, 0))
+    all_images, offset = gather(images)
+    all_texts, _ = gather(texts)
+    all_keys, _ = gather(phrase_keys)
     count = images.shape[0]
     targets = torch.arange(offset, offset + count, device=images.device)
     # Equal captions are not negatives: mask every same-key column except the row's own target.

@@ -83,7 +83,10 @@ def pretrain_tiny_clip(clip, tokenizer, shards: list[str], options: PretrainOpti
             text_pooled = clip.text_model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).pooler_output
             text_features = clip.text_projection(text_pooled)
             key_tensor = torch.tensor([phrase_key(p) for p in phrases], device=device)
-            loss = region_contrastive_loss(image_features, text_features, key_tensor, clip.logit_scale.exp())
+            # Only rank 0 pretrains (the others wait at a barrier): no collectives here.
+            loss = region_contrastive_loss(
+                image_features, text_features, key_tensor, clip.logit_scale.exp(), across_ranks=False
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
