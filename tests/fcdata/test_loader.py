@@ -19,10 +19,8 @@ from fcdata.errors import UserError
 from fcdata.loader import (
     LoaderPosition, Prefetcher, RegionStream, make_loader, phrase_key, resolve_shards,
 )
-from fcdata.options import LoaderOptions, ShardOptions, SynthOptions
+from fcdata.options import LoaderOptions
 from fcdata.reader import iter_shard
-from fcdata.shard import shard_vg
-from fcdata.synth import generate_vg
 from fcdata.transforms import normalize_alphas, normalize_images
 
 SIZE = 64  # model input size in these tests: small keeps them fast
@@ -41,13 +39,9 @@ def tokenizer():
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
+def shards(make_shards):
     """Train shards of 4 images each from a small generated dataset, and the train image ids."""
-    root = tmp_path_factory.mktemp("vg")
-    generate_vg(root, SynthOptions(num_images=40, seed=7, long_side_px=(160, 224)))
-    out = tmp_path_factory.mktemp("shards")
-    shard_vg(root, out, ShardOptions(shard_samples=4, val_fraction=0.1, workers=1))
-    paths = resolve_shards(str(out), "train")
+    paths = resolve_shards(str(make_shards(images=40, seed=7, shard_samples=4, val_fraction=0.1)), "train")
     ids = {int(s[keys.KEY]) for path in paths for s in iter_shard(path)}
     return paths, ids
 

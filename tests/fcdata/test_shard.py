@@ -261,3 +261,13 @@ def test_iter_shard_groups_members_by_key(clean):
     _, out, _ = clean
     samples = list(iter_shard(sorted(out.glob("*.tar"))[0]))
     assert samples and all(set(s) == {"__key__", "jpg", "profiles.png", "json"} for s in samples)
+
+
+def test_webdataset_reads_the_shards(clean):
+    """The webdataset library itself reads our shards: every sample with its key and members."""
+    import webdataset as wds
+
+    _, out, summary = clean
+    samples = list(wds.WebDataset(sorted(str(p) for p in out.glob("*.tar")), shardshuffle=False))
+    assert len(samples) == summary.data["images"]["written"]
+    assert all({"jpg", "profiles.png", "json"} <= set(s) for s in samples)
