@@ -5,6 +5,9 @@ Cases (synthetic batches, so the loader is not measured here; see fcbench.loader
 - lora_checkpointing: the same with activation checkpointing on the vision tower.
 - baseline_full_vision: no LoRA: the whole vision tower trains (the recipe LoRA replaces).
 - baseline_text_every_step: LoRA, but the frozen text tower runs on every batch (no cache).
+- text_tower / text_cache: what the cache replaces, timed alone: one batch of captions through the
+  frozen text tower (no_grad) against the same batch served from a warm cache. The step-level
+  difference is too small to see through step-time noise where the vision tower dominates.
 On CUDA each runs in bf16 (and lora also in fp32); rows carry step_ms, samples_per_s,
 peak_mem_gib and, where the GPU's peak is known, MFU from a FLOP count of one step.
 """
@@ -56,6 +59,21 @@ def _model(case: str, device: torch.device, image_size: int):
     return model.to(device).train()
 
 
+def _time(call, device: torch.device, repeats: int) -> float:
+    """Median seconds of call() over `repeats` runs after one warm-up."""
+    call()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        call()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def _run_case(case: str, dtype: torch.dtype | None, device: torch.device, batch: int, image_size: int, steps: int) -> dict:
     from fctrain.config import OptimConfig
     from fctrain.loss import region_contrastive_loss
@@ -95,17 +113,7 @@ def _run_case(case: str, dtype: torch.dtype | None, device: torch.device, batch:
         flops = counter.get_total_flops()
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
-    step()  # warm-up (and a warm text cache)
-    times = []
-    for _ in range(steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
-    step_s = statistics.median(times)
+    step_s = _time(step, device, steps)  # the warm-up also warms the text cache
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     row = {
         "case": case, "dtype": str(dtype).replace("torch.", "") if dtype else "fp32", "batch": batch,
@@ -121,6 +129,39 @@ def _run_case(case: str, dtype: torch.dtype | None, device: torch.device, batch:
             row["mfu"] = round(flops / step_s / (peak * 1e12), 3)
     del model, optimizer
     return row
+
+
+def _text_rows(device: torch.device, batch: int, dtype: torch.dtype | None, tokens: int = 16) -> list[dict]:
+    """The text tower's forward per batch beside a warm cache lookup of the same captions."""
+    from transformers import CLIPModel
+
+    from fctrain.model import RGBAClip, TextEmbeddingCache
+
+    torch.manual_seed(0)
+    model = RGBAClip(CLIPModel._from_config(vit_b16_config(), attn_implementation="sdpa")).to(device).eval()
+    ids = torch.randint(1, 49406, (batch, tokens))
+    ids[:, -1] = 49407
+    mask = torch.ones_like(ids)
+    cache = TextEmbeddingCache(store_device=device)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+    def forward() -> None:
+        with torch.no_grad(), autocast:
+            model.encode_text(ids.to(device), mask.to(device))
+
+    def lookup() -> None:
+        with autocast:
+            cache.embed_tokens(ids, mask, model, device)
+
+    repeats = 10
+    rows = [
+        {"case": "text_tower", "step_ms": round(1000 * _time(forward, device, repeats), 2)},
+        {"case": "text_cache", "step_ms": round(1000 * _time(lookup, device, repeats), 2)},
+    ]
+    for row in rows:
+        row.update(dtype=str(dtype).replace("torch.", "") if dtype else "fp32", batch=batch, tokens=tokens)
+    rows[1]["cache_speedup"] = round(rows[0]["step_ms"] / rows[1]["step_ms"], 1)
+    return rows
 
 
 def run(batch: int | None = None, image_size: int = 224, steps: int = 3, device: str = "auto", save: bool = True) -> list[dict]:
@@ -145,6 +186,14 @@ def run(batch: int | None = None, image_size: int = 224, steps: int = 3, device:
         for row in rows:
             if "samples_per_s" in row:
                 row["vs_lora"] = round(row["samples_per_s"] / reference["samples_per_s"], 3)
+    text_dtype = torch.bfloat16 if target.type == "cuda" else None
+    for row in _text_rows(target, batch, text_dtype):
+        lora = next((r for r in rows if r["case"] == "lora" and r["dtype"] == row["dtype"] and "step_ms" in r), None)
+        if lora:  # the share of a LoRA step that the cache saves (or costs)
+            row["share_of_lora_step"] = round(row["step_ms"] / lora["step_ms"], 4)
+        rows.append(dict(row, bench="step", device=str(target)))
+        emit(rows[-1])
+    if reference:
         emit({"bench": "step", "summary": {r["case"] + "_" + r["dtype"]: r.get("vs_lora") for r in rows}})
     if save:
         emit({"bench": "step", "recorded": str(record("step", rows, machine))})
