@@ -7,6 +7,9 @@
   resizes image and mask with PIL, converts to normalised float32 in the worker, default collate.
 - loader_workers_N: fcdata.loader end to end through a DataLoader with N workers (tar reading,
   shuffling, region sampling, crop/flip, alphas, tokenisation, collation, IPC).
+- loader_to_gpu_workers_N (CUDA only): the same batches carried on by the trainer's Prefetcher
+  (pinned copy and normalisation on a side stream): what a GPU training step can be fed. Compare
+  with samples_per_s of `fc bench step` on the same machine.
 
 Each repeat runs every case back to back and ratios are taken within a repeat (this machine's
 speed drifts); rows give medians. Views per image = regions_per_image (2).
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 
 from fcbench.common import emit, machine_info, record
+from fcdata.errors import UserError
 
 
 def _decode_pass(samples: list[dict], size: int | None) -> float:
@@ -82,15 +86,26 @@ def _rate(loader, views: int) -> float:
     """Views per second over the first `views` views (worker start-up left out: timing starts at
     the first batch)."""
     iterator = iter(loader)
-    first = next(iterator)
+    next(iterator)  # worker start-up ends with the first batch
     count, started = 0, time.perf_counter()
-    batch_views = len(first[0]) if isinstance(first, (list, tuple)) else len(first)
     for batch in iterator:
         count += len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch)
         if count >= views:
             break
     del iterator
-    return max(count, batch_views) / (time.perf_counter() - started)
+    if count == 0:
+        raise UserError("the corpus fills only one batch, so there is nothing to time: use more --images")
+    return count / (time.perf_counter() - started)
+
+
+def _rate_on_gpu(loader, views: int) -> float:
+    """Views per second of the loader's batches normalised on the GPU, as the trainer gets them."""
+    from fcdata.loader import Prefetcher
+
+    device = torch.device("cuda")
+    rate = _rate(Prefetcher(loader, device), views)
+    torch.cuda.synchronize(device)  # the copies queued by the last batch are not in the rate; small
+    return rate
 
 
 def ensure_shards(work_dir: Path, images: int, seed: int = 0) -> Path:
@@ -145,6 +160,9 @@ def run(
             keep(f"w{count}_naive", naive_rate)
             keep(f"w{count}_per_worker_vs_decode", rate / views_per_image / count / decode)
             keep(f"w{count}_vs_naive", rate / naive_rate)
+            if torch.cuda.is_available():
+                stream = RegionStream(shards, options, tokenizer, size)
+                keep(f"w{count}_gpu", _rate_on_gpu(make_loader(stream), measure))
 
     def median(name: str, digits: int = 1) -> float:
         return round(float(statistics.median(samples_of[name])), digits)
@@ -164,6 +182,8 @@ def run(
                 vs_naive=median(f"w{count}_vs_naive", 3),
             )
         )
+        if f"w{count}_gpu" in samples_of:
+            rows.append(dict(base, case=f"loader_to_gpu_workers_{count}", workers=count, samples_per_s=median(f"w{count}_gpu")))
     for row in rows:
         emit(row)
     if save:
