@@ -4,9 +4,15 @@ caption embeddings.
 A batch holds several regions of each image, so same-image regions are each other's hardest
 negatives: the image pixels are identical and only the alpha differs. Captions equal ignoring case
 (VG repeats about 8% of phrases within an image, and common ones across images) are removed as
-negatives of each other rather than pushed apart. Under DDP the features of all ranks are
-gathered; only the local part carries gradients (open_clip's local-loss scheme), so each rank's
-loss covers its own rows against every rank's columns.
+negatives of each other rather than pushed apart.
+
+Under DDP every rank gathers the features of all ranks and computes the loss of the global batch
+(all rows against all columns); only its own slice carries gradients, the others are detached
+copies. The gradient a rank gets for its own features is then exactly the global loss's: those
+features appear both as rows and as other rows' negatives, and both uses are in its graph. DDP
+averages parameter gradients over ranks, so the caller scales the loss by the world size before
+backward to get the gradient of one process training the whole global batch. The logits are
+(world x B)^2, which is small beside the model (8 ranks x 256: 2048^2).
 """
 
 from __future__ import annotations
@@ -16,16 +22,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 
-def gather_rows(local: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(rows of every rank concatenated, offset of this rank's rows). The local slice keeps its
-    gradient; the others are detached copies. Every rank must pass the same number of rows."""
+def gather_rows(local: torch.Tensor) -> torch.Tensor:
+    """The rows of every rank concatenated in rank order. The local slice keeps its gradient; the
+    others are detached copies. Every rank must pass the same number of rows."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return local, 0
+        return local
     world, rank = dist.get_world_size(), dist.get_rank()
     parts = [torch.empty_like(local) for _ in range(world)]
     dist.all_gather(parts, local.detach().contiguous())
     parts[rank] = local
-    return torch.cat(parts), rank * local.shape[0]
+    return torch.cat(parts)
 
 
 def region_contrastive_loss(
@@ -38,18 +44,16 @@ def region_contrastive_loss(
     """image_features, text_features: B x D (any scale); phrase_keys: B int64, equal for equal
     captions; logit_scale: a scalar (CLIP's exp(logit_scale), e.g. 100). Returns the mean of the
     image->text and text->image cross-entropies. across_ranks=False keeps the loss local to this
-    process even under DDP, for work that only one rank does (a collective there would hang)."""
+    process even under DDP: for work only one rank does, or batches whose sizes differ between
+    ranks (a collective would hang or fail there)."""
     images = F.normalize(image_features.float(), dim=-1)
     texts = F.normalize(text_features.float(), dim=-1)
-    gather = gather_rows if across_ranks else (lambda local: (local, 0))
-    all_images, offset = gather(images)
-    all_texts, _ = gather(texts)
-    all_keys, _ = gather(phrase_keys)
-    count = images.shape[0]
-    targets = torch.arange(offset, offset + count, device=images.device)
-    # Equal captions are not negatives: mask every same-key column except the row's own target.
-    duplicate = phrase_keys[:, None] == all_keys[None, :]
-    duplicate[torch.arange(count, device=images.device), targets] = False
-    logits_per_image = (logit_scale * images @ all_texts.T).masked_fill(duplicate, float("-inf"))
-    logits_per_text = (logit_scale * texts @ all_images.T).masked_fill(duplicate, float("-inf"))
-    return 0.5 * (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_text, targets))
+    gather = gather_rows if across_ranks else (lambda local: local)
+    all_images, all_texts, all_keys = gather(images), gather(texts), gather(phrase_keys)
+    count = all_images.shape[0]
+    targets = torch.arange(count, device=images.device)
+    # Equal captions are not negatives: mask every same-key pair except a row's own target.
+    duplicate = all_keys[:, None] == all_keys[None, :]
+    duplicate.fill_diagonal_(False)
+    logits = (logit_scale * all_images @ all_texts.T).masked_fill(duplicate, float("-inf"))
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))

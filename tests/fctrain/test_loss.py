@@ -54,3 +54,50 @@ def test_gradients_reach_the_image_features_only_through_the_loss():
     loss = region_contrastive_loss(images, torch.randn(4, 8), torch.tensor([1, 1, 2, 2]), torch.tensor(10.0))
     loss.backward()
     assert torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
+
+
+def _rank_gradient(rank: int, world: int, port: int, inputs, keys, out_dir: str) -> None:
+    """One gloo rank: a linear image tower on its half of the batch, the loss scaled by the world
+    size as the trainer does, then DDP's gradient averaging by hand."""
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    tower = torch.nn.Linear(inputs.shape[1], 8)
+    texts = torch.nn.functional.normalize(torch.randn(len(inputs), 8), dim=-1)
+    rows = slice(rank * len(inputs) // world, (rank + 1) * len(inputs) // world)
+    loss = region_contrastive_loss(tower(inputs[rows]), texts[rows], keys[rows], torch.tensor(10.0))
+    (loss * world).backward()
+    for parameter in tower.parameters():
+        dist.all_reduce(parameter.grad)
+        parameter.grad /= world
+    torch.save({"loss": loss.detach(), "grad": tower.weight.grad}, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_two_ranks_give_the_gradient_of_one_process_on_the_whole_batch(tmp_path):
+    """Gathered features with local gradients, the loss times the world size and DDP's averaging
+    reproduce the single-process loss and gradient of the global batch (negatives on the other
+    rank included)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    torch.manual_seed(3)
+    inputs, keys = torch.randn(8, 5), torch.tensor([1, 2, 3, 1, 4, 5, 6, 7])
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    mp.start_processes(_rank_gradient, args=(2, port, inputs, keys, str(tmp_path)), nprocs=2, start_method="forkserver")
+    torch.manual_seed(0)
+    tower = torch.nn.Linear(5, 8)
+    texts = torch.nn.functional.normalize(torch.randn(8, 8), dim=-1)
+    whole = region_contrastive_loss(tower(inputs), texts, keys, torch.tensor(10.0))
+    whole.backward()
+    for rank in range(2):
+        result = torch.load(tmp_path / f"rank{rank}.pt")
+        torch.testing.assert_close(result["loss"], whole.detach())
+        torch.testing.assert_close(result["grad"], tower.weight.grad)
