@@ -46,6 +46,7 @@ class Runtime:
     rank: int = 0
     world: int = 1
     amp_dtype: torch.dtype | None = None  # autocast dtype; None = fp32
+    control_group: object = None  # a CPU (gloo) process group for flags; None: the default group
 
     @property
     def main(self) -> bool:
@@ -69,9 +70,16 @@ def setup_runtime(config: TrainConfig) -> Runtime:
         wanted = "cuda" if torch.cuda.is_available() else "cpu"
     if wanted.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"run.device = {config.run.device!r} but CUDA is not available")
+    if world > 1 and not config.data.resample:
+        # Exactly-once streams end after different numbers of batches on different ranks, and a
+        # rank that runs out would leave the others waiting in a collective.
+        raise UserError("data.resample = false needs a single process; under torchrun keep the endless stream")
+    control_group = None
     if world > 1:
         backend = "nccl" if wanted.startswith("cuda") else "gloo"
         dist.init_process_group(backend)
+        if backend == "nccl":  # flags go through a CPU group: no device sync for them
+            control_group = dist.new_group(backend="gloo")
         if wanted == "cuda":
             wanted = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     device = torch.device(wanted)
@@ -85,7 +93,7 @@ def setup_runtime(config: TrainConfig) -> Runtime:
     if amp == "fp16" and device.type != "cuda":
         raise UserError("optim.amp = fp16 needs a CUDA device; use bf16 or fp32 on CPU")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp]
-    return Runtime(device=device, rank=rank, world=world, amp_dtype=dtype)
+    return Runtime(device=device, rank=rank, world=world, amp_dtype=dtype, control_group=control_group)
 
 
 def build_optimizer(model: RGBAClip, optim: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -195,7 +203,8 @@ class _Loop:
         images = count_samples(shards)
         per_step = config.data.images_per_batch * runtime.world * config.optim.grad_accum
         self.batches_per_epoch = max(1, math.ceil(images / per_step)) * config.optim.grad_accum
-        self.stop_signal: int | None = None
+        self.stop_signal: int | None = None  # a signal this process caught
+        self.stopping = False  # some rank caught one: every rank leaves after the same step
         self.last_checkpoint: Path | None = None
         self.metrics: dict = {}
 
@@ -206,7 +215,7 @@ class _Loop:
             self.progress.start(config.run.steps, state.step)
         window = _Window(self.runtime.device)
         try:
-            while state.step < config.run.steps and self.stop_signal is None:
+            while state.step < config.run.steps and not self.stopping:
                 prefetcher = Prefetcher(make_loader(self._stream()), self.runtime.device)
                 window.prefetcher = prefetcher
                 micro = 0
@@ -224,11 +233,15 @@ class _Loop:
                         self._validate()
                     if state.step % config.checkpoint.every_steps == 0:
                         self._checkpoint()
-                    if state.step >= config.run.steps or self.stop_signal is not None:
+                    if state.step >= config.run.steps or self._stop_requested():
                         break
                     if state.position.batches >= self.batches_per_epoch:
                         state.position.next_epoch(len(state.position.emitted))
                         break
+                else:  # an exactly-once stream ran out before batches_per_epoch (skips, few regions)
+                    if state.position.batches == 0:
+                        raise UserError("the training shards gave no batch in a whole epoch")
+                    state.position.next_epoch(len(state.position.emitted))
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -257,7 +270,9 @@ class _Loop:
                 image_features = self.trained(batch.pixel_values, batch.alpha)
                 text_features = self._text_features(batch)
             loss = region_contrastive_loss(image_features, text_features, batch.phrase_keys, self.model.logit_scale.exp())
-            self.scaler.scale(loss / self.config.optim.grad_accum).backward()
+            # x world: DDP averages gradients over ranks, each of which holds the global loss's
+            # exact gradient for its own features (fctrain.loss).
+            self.scaler.scale(loss * runtime.world / self.config.optim.grad_accum).backward()
         return loss.detach()
 
     def _optimizer_step(self) -> None:
@@ -309,7 +324,10 @@ class _Loop:
             with torch.autocast(self.runtime.device.type, dtype=self.runtime.amp_dtype, enabled=self.runtime.amp_dtype is not None):
                 image_features = self.model(batch.pixel_values, batch.alpha)
                 text_features = self._text_features(batch)
-            loss = region_contrastive_loss(image_features, text_features, batch.phrase_keys, self.model.logit_scale.exp())
+            # Per rank: the last batches of an exactly-once pass differ in size (and number) between ranks.
+            loss = region_contrastive_loss(
+                image_features, text_features, batch.phrase_keys, self.model.logit_scale.exp(), across_ranks=False
+            )
             total += torch.stack([loss.float() * len(batch), torch.tensor(float(len(batch)), device=total.device)])
         self.model.train()
         if self.runtime.world > 1:
@@ -334,6 +352,17 @@ class _Loop:
                 self.config.to_dict(), self.config.checkpoint.keep_last, positions,
             )
         _barrier(self.runtime)
+
+    def _stop_requested(self) -> bool:
+        """Whether any rank caught SIGINT/SIGTERM. Ranks must agree: one that left the loop a step
+        early would wait in its final checkpoint while the others wait in the next step's gather."""
+        stop = self.stop_signal is not None
+        if self.runtime.world > 1:
+            flag = torch.tensor([int(stop)])
+            dist.all_reduce(flag, group=self.runtime.control_group)
+            stop = bool(flag.item())
+        self.stopping = stop
+        return stop
 
     def _on_signal(self, number, frame) -> None:
         if self.stop_signal is not None:

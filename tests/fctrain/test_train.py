@@ -75,6 +75,34 @@ def test_checkpoints_hold_adapters_state_and_config_and_are_pruned(shard_dir, tm
     assert (result.run_dir / "config.toml").read_text().startswith("[run]")
 
 
+def test_an_exactly_once_stream_that_ends_early_moves_to_the_next_epoch(shard_dir, tmp_path, monkeypatch):
+    """data.resample=false and fewer batches than the epoch expects (here sizes.json claims twice
+    the samples): the next epoch starts instead of the loop spinning on an empty stream."""
+    shards = tmp_path / "shards"
+    shutil.copytree(shard_dir, shards)
+    sizes = json.loads((shards / "sizes.json").read_text())
+    (shards / "sizes.json").write_text(json.dumps({name: 2 * count for name, count in sizes.items()}))
+    real, streams = train_module.make_loader, []
+
+    def counted(stream):
+        streams.append(stream)
+        if len(streams) > 20:  # 12 steps need 2-3 epochs; more streams means the loop spins
+            raise RuntimeError("the epoch never ended")
+        return real(stream)
+
+    monkeypatch.setattr(train_module, "make_loader", counted)
+    result = train(config_for(shards, tmp_path / "run", "data.resample=false", "run.steps=12", "checkpoint.every_steps=12"))
+    state = torch.load(result.checkpoint / STATE_FILE, weights_only=False)
+    assert result.step == 12 and state["train"]["position"]["epoch"] >= 1
+
+
+def test_exactly_once_streams_are_refused_under_torchrun(shard_dir, tmp_path, monkeypatch):
+    """Ranks' exactly-once streams end at different batches: refused before any process group."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="resample"):
+        train(config_for(shard_dir, tmp_path / "run", "data.resample=false"))
+
+
 def test_nonfinite_losses_are_skipped_counted_and_stop_the_run(shard_dir, tmp_path, monkeypatch):
     """An injected NaN loss skips that step (counted in the metrics); too many stop the run with a clear error."""
     real = train_module.region_contrastive_loss
