@@ -190,3 +190,55 @@ def test_two_process_ddp_on_cpu(shard_dir, tmp_path):
     assert len(state["positions"]) == 2
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 4 and rows[-1]["samples_seen"] == 4 * 16 * 2
+
+
+def _descendants(pid: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry))
+    return children + [grandchild for child in children for grandchild in _descendants(child)]
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        variables = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    except OSError:
+        return None
+    return next((int(v[5:]) for v in variables if v.startswith(b"RANK=")), None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the rank's process through /proc")
+def test_sigterm_to_one_ddp_rank_stops_both_after_the_same_step(shard_dir, tmp_path):
+    """SIGTERM to rank 1 alone: both ranks leave after the same step, with one checkpoint of both
+    positions, instead of one rank waiting in a collective the other never joins."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518", "-m", "fc",
+               *_fc_train(shard_dir, out, "--steps", "100000")[3:]]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, OMP_NUM_THREADS="1"),
+        start_new_session=True,  # a hung run is killed with its ranks below
+    )
+    try:
+        metrics = out / "metrics.jsonl"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+            time.sleep(0.2)
+        rank_one = [pid for pid in _descendants(process.pid) if _rank_of(pid) == 1]
+        assert rank_one, "rank 1's process was not found"
+        os.kill(rank_one[0], signal.SIGTERM)
+        assert process.wait(timeout=120) == 0, process.stderr.read().decode()[-3000:]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    step = json.loads(metrics.read_text().splitlines()[-1])["step"]
+    last = sorted((out / "checkpoints").iterdir())[-1]
+    assert last.name == f"step-{step:07d}" and 3 <= step < 100000
+    assert len(torch.load(last / STATE_FILE, weights_only=False)["positions"]) == 2
+
