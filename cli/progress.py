@@ -5,8 +5,27 @@ from __future__ import annotations
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
-class RichShardProgress:
+class _RichDisplay:
+    """A rich Progress started and stopped as a context manager, with notes printed above it."""
+
+    progress: Progress
+    note_suffix = ""
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def note(self, message: str) -> None:
+        self.progress.console.print(f"[dim]{message}{self.note_suffix}")
+
+
+class RichShardProgress(_RichDisplay):
     """Implements fcdata.shard.ShardProgress: images/s overall and per worker, shards, skips."""
+
+    note_suffix = "..."
 
     def __init__(self) -> None:
         self.progress = Progress(
@@ -25,16 +44,6 @@ class RichShardProgress:
         self.busy_seconds = 0.0
         self.shards_done = 0
         self.shards_total = 0
-
-    def __enter__(self) -> "RichShardProgress":
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-    def note(self, message: str) -> None:
-        self.progress.console.print(f"[dim]{message}...")
 
     def start(self, images: int, shards: int, shards_done: int) -> None:
         self.shards_total, self.shards_done = shards, shards_done
@@ -62,7 +71,7 @@ class RichShardProgress:
         self.progress.update(self.task, shards=self._shards())
 
 
-class RichTrainProgress:
+class RichTrainProgress(_RichDisplay):
     """Implements fctrain.train.TrainProgress: a bar over steps with loss, lr, samples/s, data wait, memory."""
 
     def __init__(self) -> None:
@@ -74,16 +83,6 @@ class RichTrainProgress:
             TimeRemainingColumn(),
         )
         self.task = None
-
-    def __enter__(self) -> "RichTrainProgress":
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-    def note(self, message: str) -> None:
-        self.progress.console.print(f"[dim]{message}")
 
     def start(self, total_steps: int, first_step: int) -> None:
         self.task = self.progress.add_task("train", total=total_steps, completed=first_step, status="")
