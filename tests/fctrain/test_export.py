@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 from transformers import CLIPModel
 
 import fctrain.export
+from floats import assert_different, assert_same
 from fcdata.errors import UserError
 from fcdata.transforms import CLIP_MEAN, letterbox, normalize_alphas, normalize_images
 from fctrain.api import FocusClip
@@ -69,11 +70,12 @@ def test_export_then_load_gives_the_training_models_embeddings(trained, exported
     images, alphas = samples()
     image, text = training_model_features(model, tokenizer, images, alphas)
     loaded = FocusClip.load(exported)
-    torch.testing.assert_close(loaded.encode_image(images, alphas), image, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(loaded.encode_text(TEXTS), text, atol=1e-5, rtol=1e-5)
+    # Merged LoRA weights (W + BA in one matrix) round differently from the adapter's two matmuls.
+    assert_same(loaded.encode_image(images, alphas), image)
+    assert_same(loaded.encode_text(TEXTS), text)
     scores = loaded.score(images, alphas, TEXTS)
     assert scores.shape == (2, 3)
-    torch.testing.assert_close(scores, model.logit_scale.exp().detach() * image @ text.T, atol=1e-4, rtol=1e-5)
+    assert_same(scores, model.logit_scale.exp().detach() * image @ text.T)
 
 
 def test_export_is_standalone_without_peft_files(exported):
@@ -138,12 +140,13 @@ def test_api_alpha_forms_agree(exported):
     image = images[0]
     whole = loaded.encode_image(image)
     assert whole.shape[0] == 1
-    torch.testing.assert_close(whole.norm(dim=-1), torch.ones(1))
-    torch.testing.assert_close(loaded.encode_image(image, np.full(image.shape[:2], 255, np.uint8)), whole)
+    assert_same(whole.norm(dim=-1), torch.ones(1))
+    # Each form becomes the same uint8 mask before the model, so the embeddings are bit-identical.
+    assert torch.equal(loaded.encode_image(image, np.full(image.shape[:2], 255, np.uint8)), whole)
     region = loaded.encode_image(image, box)
-    torch.testing.assert_close(loaded.encode_image(image, box / 255.0), region)
-    torch.testing.assert_close(loaded.encode_image([image], [box > 0]), region)
-    assert not torch.allclose(region, whole, atol=1e-4)  # the mask matters after "training"
+    assert torch.equal(loaded.encode_image(image, box / 255.0), region)
+    assert torch.equal(loaded.encode_image([image], [box > 0]), region)
+    assert_different(region, whole)  # the mask matters after "training"
 
 
 def test_api_batches_and_validates(exported):
@@ -152,7 +155,7 @@ def test_api_batches_and_validates(exported):
     images, alphas = samples()
     together = loaded.encode_image(images, alphas)
     loaded.batch_size = 1
-    torch.testing.assert_close(loaded.encode_image(images, alphas), together, atol=1e-6, rtol=1e-5)
+    assert_same(loaded.encode_image(images, alphas), together)  # batch 1 vs 2: other kernels
     with pytest.raises(ValueError, match="one mask"):
         loaded.encode_image(images, alphas[:1])
     with pytest.raises(ValueError, match="uint8"):

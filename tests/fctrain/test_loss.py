@@ -3,6 +3,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from floats import assert_same
 from fctrain.loss import region_contrastive_loss
 
 
@@ -26,7 +27,7 @@ def test_loss_matches_a_written_out_reference():
     images, texts = torch.randn(6, 8), torch.randn(6, 8)
     keys = torch.tensor([1, 2, 1, 3, 4, 2])
     got = region_contrastive_loss(images, texts, keys, torch.tensor(20.0))
-    torch.testing.assert_close(got, reference_loss(images, texts, keys.tolist(), 20.0))
+    assert_same(got, reference_loss(images, texts, keys.tolist(), 20.0))
 
 
 def test_equal_captions_are_not_negatives():
@@ -99,5 +100,6 @@ def test_two_ranks_give_the_gradient_of_one_process_on_the_whole_batch(tmp_path)
     whole.backward()
     for rank in range(2):
         result = torch.load(tmp_path / f"rank{rank}.pt")
-        torch.testing.assert_close(result["loss"], whole.detach())
-        torch.testing.assert_close(result["grad"], tower.weight.grad)
+        # Two ranks sum the same terms in another order than one process: equal to float32 rounding.
+        assert_same(result["loss"], whole.detach(), what=f"rank {rank} loss")
+        assert_same(result["grad"], tower.weight.grad, what=f"rank {rank} gradient")

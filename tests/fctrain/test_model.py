@@ -10,6 +10,7 @@ from transformers import BertConfig, CLIPConfig, CLIPModel
 from fcdata.errors import UserError
 from fcdata.transforms import ALPHA_MEAN, ALPHA_STD
 from fctrain.config import LoraConfig, ModelConfig
+from floats import assert_different, assert_same
 from fctrain.model import (
     RGBAClip,
     TextEmbeddingCache,
@@ -138,10 +139,13 @@ def test_text_pools_at_the_end_token(tiny_dir):
         base = model.encode_text(ids, mask)
         padded_ids = F.pad(ids, (0, 5), value=tokenizer.pad_token_id)
         padded_mask = F.pad(mask, (0, 5), value=0)
-        torch.testing.assert_close(model.encode_text(padded_ids, padded_mask), base, atol=1e-6, rtol=1e-5)
+        padded = model.base_clip.text_model(input_ids=padded_ids, attention_mask=padded_mask)
+        assert torch.equal(padded.pooler_output, padded.last_hidden_state[torch.arange(2), ends])  # same position
+        # Longer rows run other kernels, so equal only to float32 rounding of the scale.
+        assert_same(model.encode_text(padded_ids, padded_mask), base)
         changed = ids.clone()
         changed[:, 1] = tokenizer.convert_tokens_to_ids("▁dog")
-        assert not torch.allclose(model.encode_text(changed, mask), base, atol=1e-3)
+        assert_different(model.encode_text(changed, mask), base)
 
 
 def test_pooling_check_rejects_a_mismatched_end_token(tiny_dir):
@@ -183,7 +187,7 @@ def test_alpha_path_is_live_after_training_moves_it(tiny_dir):
         assert torch.equal(model.encode_image(pixels, alphas[0]), feats[0])  # deterministic
     for i in range(len(feats)):
         for j in range(i):
-            assert not torch.allclose(feats[i], feats[j], atol=1e-4), (i, j)
+            assert_different(feats[i], feats[j], what=f"alphas {i} and {j}")
 
 
 def test_alpha_conv_is_a_fourth_input_channel_of_the_patch_conv(tiny_dir):
@@ -201,7 +205,7 @@ def test_alpha_conv_is_a_fourth_input_channel_of_the_patch_conv(tiny_dir):
     pixels, alpha = inputs()
     with torch.no_grad():
         expected = image_features(reference, torch.cat([pixels, alpha], dim=1))
-        torch.testing.assert_close(model.encode_image(pixels, alpha), expected, atol=1e-5, rtol=1e-5)
+        assert_same(model.encode_image(pixels, alpha), expected)  # a 4-channel conv sums in another order
 
 
 def test_wrong_input_size_is_refused(tiny_dir):
@@ -298,10 +302,10 @@ def test_gradient_checkpointing_changes_nothing_but_memory(tiny_dir):
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
         results.append((loss.detach(), grads))
     (loss_off, grads_off), (loss_on, grads_on) = results
-    torch.testing.assert_close(loss_on, loss_off)
+    assert_same(loss_on, loss_off)
     assert grads_on.keys() == grads_off.keys()
-    for name in grads_off:
-        torch.testing.assert_close(grads_on[name], grads_off[name], atol=1e-6, rtol=1e-5, msg=name)
+    for name in grads_off:  # each gradient against its own scale: LoRA A and B grads differ by orders of magnitude
+        assert_same(grads_on[name], grads_off[name], what=name)
 
 
 def test_adapters_round_trip(tiny_dir, tmp_path):
@@ -356,11 +360,11 @@ def test_compiled_vision_forward_matches_eager_and_survives_copies(tiny_dir):
     with torch.no_grad():
         eager = model.encode_image(pixels, alpha)
         assert compile_vision(model, backend="eager")  # dynamo tracing without inductor: seconds on CPU
-        torch.testing.assert_close(model.encode_image(pixels, alpha), eager)
+        assert_same(model.encode_image(pixels, alpha), eager)
         twin = copy.deepcopy(model)
         twin.alpha_embedding.weight.normal_(std=0.05)  # random: a constant would vanish in the LayerNorm
-        assert not torch.allclose(twin.encode_image(pixels, alpha), eager, atol=1e-4)
-        torch.testing.assert_close(model.encode_image(pixels, alpha), eager)
+        assert_different(twin.encode_image(pixels, alpha), eager)
+        assert_same(model.encode_image(pixels, alpha), eager)
 
 
 # --- the text cache ----------------------------------------------------------------------------
@@ -391,8 +395,9 @@ def test_text_cache_equals_fresh_computation_and_computes_misses_once(tiny_dir):
     batch = tokenizer(texts + ["a dog"], padding=True, return_tensors="pt")
     with torch.no_grad():
         direct = model.encode_text(batch["input_ids"], batch["attention_mask"])
-    torch.testing.assert_close(first, direct[:4], atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(second, direct[[3, 0, 4]], atol=1e-6, rtol=1e-5)
+    # The cache ran batches of 3 and 1 against this batch of 5: other kernels, equal to rounding.
+    assert_same(first, direct[:4])
+    assert_same(second, direct[[3, 0, 4]])
     assert not first.requires_grad
 
 
@@ -404,7 +409,7 @@ def test_text_cache_by_token_ids_matches_by_caption(tiny_dir):
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     cache = TextEmbeddingCache()
     by_ids = cache.embed_tokens(batch["input_ids"], batch["attention_mask"], model, "cpu")
-    torch.testing.assert_close(by_ids, by_text, atol=1e-6, rtol=1e-5)
+    assert_same(by_ids, by_text)
     assert (cache.misses, cache.hits, len(cache)) == (2, 1, 2)
 
 
