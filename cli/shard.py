@@ -18,7 +18,7 @@ def shard(
     image_size: Annotated[int, typer.Option(help="Shorter side of stored images, px (never upscaled).")] = _DEFAULTS.image_size,
     max_long_side: Annotated[int, typer.Option(help="Cap on the longer side, px.")] = _DEFAULTS.max_long_side,
     jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of stored images.")] = _DEFAULTS.jpeg_quality,
-    mask: Annotated[str, typer.Option(help="'binary' (compact grid layout) or 'soft' (feathered edges).")] = _DEFAULTS.mask,
+    mask: Annotated[str, typer.Option(help="'binary' (0/255) or 'soft' (edges feathered over --feather-px); both stored as row and column profiles (profiles.png, layout separable-v1).")] = _DEFAULTS.mask,
     feather_px: Annotated[float, typer.Option(help="Soft masks: ramp width across each box edge, px.")] = _DEFAULTS.feather_px,
     min_box_side_px: Annotated[float, typer.Option(help="Drop regions with a side shorter than this, stored px.")] = _DEFAULTS.min_box_side_px,
     duplicate_iou: Annotated[float, typer.Option(help="Same phrase and IoU above this: drop as duplicate.")] = _DEFAULTS.duplicate_iou,

@@ -16,7 +16,7 @@ class ShardOptions:
     image_size: int = 256  # shorter side of stored images, px (224 training + crop headroom); never upscaled
     max_long_side: int = 1024  # cap on the longer side, px, for panoramas
     jpeg_quality: int = 90  # quality of the re-encoded JPEGs
-    mask: str = "binary"  # "binary" (grid layout) or "soft" (feathered, stack layout)
+    mask: str = "binary"  # "binary" (0/255, 1-bit profiles) or "soft" (feathered edges, 8-bit); both separable-v1
     feather_px: float = 4.0  # soft masks: width of the ramp across each box edge, stored px
     min_box_side_px: float = 4.0  # drop regions with a side shorter than this, stored px
     duplicate_iou: float = 0.7  # same phrase (ignoring case) and IoU above this: a duplicate

@@ -25,6 +25,7 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import struct
 import tarfile
 import time
@@ -563,14 +564,39 @@ def _worker_pool(workers: int) -> Iterator[_Workers | None]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+# A test hook: with FC_SHARD_KILL_AFTER=N in the environment the job SIGKILLs itself as soon as
+# N shards are finished, so the kill -9 test always dies part way through, however fast the machine.
+KILL_AFTER_ENV = "FC_SHARD_KILL_AFTER"
+
+
+def _crash_hook() -> Callable[[], None]:
+    """What to call after each finished shard: nothing unless KILL_AFTER_ENV is set."""
+    value = os.environ.get(KILL_AFTER_ENV, "")
+    if not value:
+        return lambda: None
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"{KILL_AFTER_ENV} must be a number of shards >= 1, got {value!r}")
+    finished = 0
+
+    def shard_finished() -> None:
+        nonlocal finished
+        finished += 1
+        if finished == int(value):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return shard_finished
+
+
 def _run_tasks(tasks: Iterator[ShardTask], workers: _Workers | None, progress: ShardProgress | None) -> None:
     advance = progress.advance if progress else (lambda images, skipped, busy_seconds: None)
+    shard_finished = _crash_hook()
     if workers is None:
         warm_up_kernels()
         for task in tasks:
             write_shard(task, advance)
             if progress:
                 progress.shard_done()
+            shard_finished()
         return
     pool, queue = workers.pool, workers.queue
     pending: set[Future] = set()
@@ -591,6 +617,7 @@ def _run_tasks(tasks: Iterator[ShardTask], workers: _Workers | None, progress: S
             future.result()
             if progress:
                 progress.shard_done()
+            shard_finished()
             submit_next()
     _drain(queue, advance)
 

@@ -19,7 +19,7 @@ from fcdata import masks, reasons
 from fcdata.errors import UserError
 from fcdata.options import ShardOptions
 from fcdata.reader import iter_shard, read_shard
-from fcdata.shard import PARTS_DIR, shard_vg, ustar_header
+from fcdata.shard import KILL_AFTER_ENV, PARTS_DIR, shard_vg, ustar_header
 from fcdata.options import SynthOptions
 from fcdata.synth import generate_vg
 
@@ -186,23 +186,18 @@ def test_resume_after_a_crash_finishes_the_job_identically(clean, tmp_path):
 
 @pytest.mark.slow
 def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_result(clean, tmp_path):
-    """A real `kill -9` of `fc shard` part way through, then the same command again: same shards as a clean run."""
+    """A real `kill -9` of `fc shard` after two shards (the job's test hook sends it, so it lands there
+    on any machine), then the same command again: the same shards as a clean run."""
     root, out, _ = clean
     killed = tmp_path / "out"
     command = [sys.executable, "-m", "fc", "shard", "--vg-root", str(root), "--out", str(killed),
                "--shard-samples", "4", "--workers", "1"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        if len(list((killed / PARTS_DIR).glob("*.parquet"))) >= 2:
-            break
-        time.sleep(0.005)
-    if process.poll() is not None:
-        pytest.skip("the run finished before it could be killed")
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    crash = subprocess.run(command, env={**os.environ, KILL_AFTER_ENV: "2"}, capture_output=True, timeout=120)
+    assert crash.returncode == -signal.SIGKILL, crash.stderr.decode()[-2000:]
+    assert len(list((killed / PARTS_DIR).glob("*.parquet"))) == 2
+    assert len(list(killed.glob("*.tar"))) == 2 < len(list(out.glob("*.tar")))
     assert not (killed / "summary.json").exists()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
     assert file_digests(killed) == file_digests(out)
 
 

@@ -177,11 +177,16 @@ def test_sigterm_saves_a_checkpoint_before_exit(shard_dir, tmp_path):
     assert checkpoints[-1].name == f"step-{step:07d}" and 3 <= step < 100000
 
 
+# --standalone: the rendezvous binds a free port itself, so overlapping runs cannot collide (a
+# fixed --master_port did) and there is no window between picking a port and binding it.
+TORCHRUN_TWO_RANKS = ("--standalone", "--nproc_per_node", "2")
+
+
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(shard_dir, tmp_path):
     """torchrun with two gloo processes trains, logs and checkpoints both ranks' data positions."""
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "fc",
+    command = [sys.executable, "-m", "torch.distributed.run", *TORCHRUN_TWO_RANKS, "-m", "fc",
                *_fc_train(shard_dir, out, "--steps", "4")[3:]]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
@@ -219,7 +224,7 @@ def test_sigterm_to_one_ddp_rank_stops_both_after_the_same_step(shard_dir, tmp_p
     """SIGTERM to rank 1 alone: both ranks leave after the same step, with one checkpoint of both
     positions, instead of one rank waiting in a collective the other never joins."""
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518", "-m", "fc",
+    command = [sys.executable, "-m", "torch.distributed.run", *TORCHRUN_TWO_RANKS, "-m", "fc",
                *_fc_train(shard_dir, out, "--steps", "100000")[3:]]
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, OMP_NUM_THREADS="1"),
