@@ -1,19 +1,15 @@
 import hashlib
-import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from fcdata import masks, reasons
 from fcdata.errors import UserError
@@ -22,6 +18,7 @@ from fcdata.reader import iter_shard, read_shard
 from fcdata.shard import KILL_AFTER_ENV, PARTS_DIR, shard_vg, ustar_header
 from fcdata.options import SynthOptions
 from fcdata.synth import generate_vg
+from readme import block_containing, run_block
 
 SMALL = (220, 320)  # long side of test images, px: small keeps the tests fast
 
@@ -111,26 +108,21 @@ def test_samples_round_trip_through_the_reader(clean):
     assert count == summary.data["images"]["written"] == 24
 
 
-def test_samples_read_with_tarfile_and_pil_alone(clean):
-    """The README's recipe (tarfile + PIL + NumPy, no fcdata) gives the same image and masks as the reader."""
-    _, out, _ = clean
-    tar_path = sorted(out.glob("train-*.tar"))[0]
-    files = {}
-    with tarfile.open(tar_path) as tar:
-        for member in tar:
-            key, ext = member.name.split(".", 1)
-            files.setdefault(key, {})[ext] = tar.extractfile(member).read()
-    expected = {s.key: s for s in read_shard(tar_path)}
-    for key, sample in files.items():
-        meta = json.loads(sample["json"])
-        image = np.asarray(Image.open(io.BytesIO(sample["jpg"])))
-        height = image.shape[0]
-        p = np.asarray(Image.open(io.BytesIO(sample["profiles.png"])))
-        p = p.astype(np.uint16) * 255 if p.dtype == bool else p.astype(np.uint16)
-        recovered = (p[:, :height, None] * p[:, None, height:] + 127) // 255
-        np.testing.assert_array_equal(image, expected[key].image)
-        np.testing.assert_array_equal(recovered, expected[key].masks)
-        assert meta["regions"]["phrase"] == expected[key].phrases
+@pytest.mark.parametrize("mask", ["binary", "soft"])
+def test_readme_recipe_reads_what_the_reader_reads(clean, tmp_path, mask):
+    """The README's block "with PIL and NumPy alone", run as written on a shard of binary (1-bit) or
+    soft (8-bit) masks, gives the reader's image, masks and phrases for the shard's first sample."""
+    root, out, _ = clean
+    if mask == "soft":
+        out = tmp_path / "soft"
+        shard_vg(root, out, ShardOptions(shard_samples=4, mask="soft", workers=1, strict=True))
+    recipe = run_block(block_containing('"profiles.png"'), out)
+    expected = min(read_shard(out / "train-00000.tar"), key=lambda sample: sample.key)
+    np.testing.assert_array_equal(recipe["image"], expected.image)
+    assert recipe["masks"].dtype == np.uint8
+    np.testing.assert_array_equal(recipe["masks"], expected.masks)
+    assert recipe["phrases"] == expected.phrases and recipe["meta"] == expected.meta
+    assert bool(((expected.masks > 0) & (expected.masks < 255)).any()) == (mask == "soft")
 
 
 def test_tar_headers_match_the_standard_library(clean):

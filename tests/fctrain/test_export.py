@@ -12,9 +12,8 @@ from floats import assert_different, assert_same
 from fcdata.errors import UserError
 from fcdata.transforms import CLIP_MEAN, letterbox, normalize_alphas, normalize_images
 from fctrain.api import FocusClip
-from fctrain.config import LoraConfig, ModelConfig
 from fctrain.export import METADATA, export_model
-from fctrain.model import RGBAClip, apply_lora, create_tiny_model, load_clip
+from fctrain.model import RGBAClip
 
 SIZE = 64
 PHRASES = ["a man riding a horse", "the red car parked on the street", "a tall tree", "two people walking"] * 3
@@ -22,18 +21,9 @@ TEXTS = ["a man riding a horse", "a tall tree", "a red car"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(make_trained_tiny):
     """A tiny LoRA model whose LoRA B and alpha conv are non-zero (as after training), and its tokenizer."""
-    tiny = create_tiny_model(tmp_path_factory.mktemp("tiny") / "model", PHRASES, image_size=SIZE)
-    clip, tokenizer = load_clip(ModelConfig(name_or_path=str(tiny), image_size=SIZE))
-    torch.manual_seed(0)
-    model = apply_lora(RGBAClip(clip), LoraConfig(rank=4, alpha=8.0)).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name or name.startswith("alpha_embedding"):
-                param.copy_(0.05 * torch.randn(param.shape, generator=g))
-    return model, tokenizer
+    return make_trained_tiny(PHRASES, image_size=SIZE)
 
 
 @pytest.fixture(scope="module")
