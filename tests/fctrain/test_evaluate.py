@@ -101,16 +101,53 @@ def test_patch_bias_covers_only_in_box_patches_and_peaks_at_strength():
     assert float(grid.max()) <= 0.2 and float(grid.max()) > 0.15
 
 
-def test_pictures_render_samples_and_box_choices():
-    """The sample and box-choice pictures draw without error at the expected sizes."""
+def _tint_towards(pixels: np.ndarray, colour) -> float:
+    """The lowest cosine between (white - pixel) and (white - colour) over the non-white pixels:
+    text drawn in `colour` (anti-aliased or not) on white keeps that direction exactly."""
+    ink = 255 - pixels.reshape(-1, 3).astype(float)
+    ink = ink[ink.sum(axis=1) > 60]
+    assert len(ink), "no text drawn"
+    target = 255 - np.array(colour, float)
+    return float((ink @ target / (np.linalg.norm(ink, axis=1) * np.linalg.norm(target))).min())
+
+
+def test_sample_picture_tints_each_mask_outlines_its_box_and_lists_its_phrase():
+    """render_sample: region k's pixels tinted in colour k, its box outlined in it, its phrase in that
+    colour in the legend; pixels of no region untouched."""
+    from fcdata.show import PALETTE
+
     image = np.zeros((20, 30, 3), np.uint8)
     masks = np.zeros((2, 20, 30), np.uint8)
     masks[0, :10, :10] = 255
+    masks[1, 5:15, 5:20] = 255
     meta = {"image_id": 7, "regions": {"box": [[0, 0, 10, 10], [5, 5, 20, 15]], "region_id": [1, 2], "phrase": ["a", "b"]}}
-    picture = render_sample(RegionSample("7", image, masks, ["a", "b"], meta), scale=2)
-    assert picture.width >= 60 and picture.height > 40
-    choice = render_box_choice(image, np.array([[0, 0, 10, 10], [5, 5, 20, 15.0]]), "a", chosen=1, correct=0)
-    assert choice.width >= 90
+    picture = np.asarray(render_sample(RegionSample("7", image, masks, ["a cup", "the bowl"], meta), scale=2))
+    tint = [np.array(PALETTE[k]) * 0.45 for k in range(2)]  # 45% colour over the black image
+    assert np.abs(picture[6, 6] - tint[0]).max() <= 1  # region 0 only (image pixel 3, 3)
+    assert np.abs(picture[26, 30] - tint[1]).max() <= 1  # region 1 only (13, 15)
+    assert np.abs(picture[16, 16] - (tint[0] * 0.55 + tint[1])).max() <= 2  # both (8, 8)
+    assert picture[36, 50].tolist() == [0, 0, 0]  # no region (18, 25)
+    assert picture[0, 10].tolist() == list(PALETTE[0]) and picture[29, 40].tolist() == list(PALETTE[1])  # outlines
+    assert picture.shape[0] == 40 + 3 * 12 + 8 and picture.shape[1] >= 60  # the image at scale 2, title, two phrases
+    legend = picture[40 + 4 :]
+    assert _tint_towards(legend[:12], (0, 0, 0)) > 0.99  # the title in black
+    for k in range(2):
+        assert _tint_towards(legend[12 * (k + 1) : 12 * (k + 2)], PALETTE[k]) > 0.99
+
+
+@pytest.mark.parametrize("chosen", [0, 1])
+def test_box_choice_picture_marks_the_right_box_green_and_a_wrong_choice_red(chosen):
+    """render_box_choice: the right box thick green; a wrong choice thick red, a right one no red at all."""
+    image = np.zeros((20, 30, 3), np.uint8)
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 15.0]])
+    picture = np.asarray(render_box_choice(image, boxes, "a cup", chosen=chosen, correct=0))[:60]  # scale 3
+    green, red = [40, 200, 60], [230, 30, 30]
+    assert picture[15, 1].tolist() == green  # the right box's left edge
+    red_pixels = (picture == red).all(axis=-1)
+    assert red_pixels.any() == (chosen != 0)
+    if chosen:
+        assert red_pixels[30, 58] and red_pixels[44, 40]  # the chosen box's right and bottom edges
+    assert picture[35, 40].tolist() == [0, 0, 0]  # inside a box: the image itself
 
 
 @pytest.mark.slow
