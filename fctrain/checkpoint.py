@@ -33,7 +33,7 @@ PREFIX = "step-"
 class TrainState:
     step: int = 0  # optimiser steps taken
     samples_seen: int = 0  # region views trained on, over all ranks
-    nonfinite_steps: int = 0  # steps skipped for a non-finite loss
+    nonfinite_steps: int = 0  # optimiser steps skipped for a non-finite loss (once each, whatever the micro-batches)
     position: LoaderPosition = field(default_factory=LoaderPosition)  # this rank's data stream
 
     def state_dict(self) -> dict:

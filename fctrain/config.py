@@ -117,7 +117,7 @@ class RunConfig:
     val_every: int = 250  # validation every this many steps (0 = never)
     val_batches: int = 20  # batches per validation
     log_every: int = 10  # metrics (and the one device sync for non-finite checks) every this many steps
-    max_nonfinite: int = 10  # stop after this many skipped non-finite steps
+    max_nonfinite: int = 10  # stop (at a log step) once more optimiser steps than this were skipped for a non-finite loss
     seed: int = 0  # model init (tiny model), and the data stream unless data.seed is set
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"...
 

@@ -2,9 +2,10 @@
 
 Single process, or one process per GPU under `torchrun` (DDP; gloo on CPU). Rank 0 writes
 RUN/config.toml (the resolved config), RUN/metrics.jsonl and the checkpoints (fctrain.checkpoint).
-Non-finite losses are skipped by a gradient scaler (dynamic for fp16, fixed at 1 otherwise, so
-fused AdamW skips on the device) and counted; the count is read, with the other metrics, once per
-`log_every` steps, so no step waits on the device for it.
+An optimiser step whose loss is non-finite in any of its micro-batches is skipped by a gradient
+scaler (dynamic for fp16, fixed at 1 otherwise, so fused AdamW skips on the device) and counted
+once, as one step; the count is read, with the other metrics, once per `log_every` steps, so no
+step waits on the device for it.
 """
 
 from __future__ import annotations
@@ -227,6 +228,7 @@ class _Loop:
                     if micro % config.optim.grad_accum:
                         continue
                     self._optimizer_step()
+                    window.end_step()
                     if state.step % config.run.log_every == 0 or state.step == config.run.steps:
                         self._log(window)
                     if config.run.val_every and state.step % config.run.val_every == 0:
@@ -382,8 +384,10 @@ class _Window:
 
     def reset(self) -> None:
         self.loss_sum = torch.zeros((), device=self.device)
-        self.nonfinite = torch.zeros((), device=self.device, dtype=torch.int64)
-        self.batches, self.views = 0, 0
+        self.finite_batches = torch.zeros((), device=self.device)  # micro-batches with a finite loss
+        self.step_nonfinite = torch.zeros((), device=self.device, dtype=torch.bool)  # the open step has one
+        self.nonfinite_steps = torch.zeros((), device=self.device)  # optimiser steps skipped in the window
+        self.views = 0
         self.skipped: dict[str, int] = {}
         self.started = time.perf_counter()
         self.wait_at_start = self.prefetcher.wait_seconds if self.prefetcher else 0.0
@@ -391,27 +395,31 @@ class _Window:
     def add(self, loss: torch.Tensor, views: int, skipped: dict[str, int]) -> None:
         finite = torch.isfinite(loss)
         self.loss_sum += torch.where(finite, loss, torch.zeros_like(loss))
-        self.nonfinite += (~finite).long()
-        self.batches += 1
+        self.finite_batches += finite
+        self.step_nonfinite |= ~finite
         self.views += views
         for key, count in skipped.items():
             self.skipped[key] = self.skipped.get(key, 0) + count
 
+    def end_step(self) -> None:
+        """The optimiser step just taken: the scaler skipped it if a micro-batch's loss was non-finite."""
+        self.nonfinite_steps += self.step_nonfinite
+        self.step_nonfinite.zero_()
+
     def flush(self, state: TrainState, optimizer) -> dict:
         elapsed = time.perf_counter() - self.started
         waited = (self.prefetcher.wait_seconds if self.prefetcher else 0.0) - self.wait_at_start
-        nonfinite = int(self.nonfinite)
-        finite_batches = max(1, self.batches - nonfinite)
+        loss_sum, finite_batches, nonfinite = torch.stack([self.loss_sum, self.finite_batches, self.nonfinite_steps]).tolist()
         row = {
             "step": state.step,
-            "loss": round(float(self.loss_sum) / finite_batches, 5),
+            "loss": round(loss_sum / max(1.0, finite_batches), 5),
             "lr": {group["name"]: group["lr"] for group in optimizer.param_groups},
             "samples_per_s": round(self.views / elapsed, 1) if elapsed > 0 else None,
             "data_wait_fraction": round(max(0.0, waited) / elapsed, 3) if elapsed > 0 else None,
             "samples_seen": state.samples_seen,
             "epoch": state.position.epoch,
             "skipped_samples": dict(self.skipped),
-            "nonfinite_now": nonfinite,
+            "nonfinite_now": int(nonfinite),
         }
         if self.device.type == "cuda":
             row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)

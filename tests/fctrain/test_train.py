@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from fcdata.errors import UserError
 from fctrain import train as train_module
@@ -120,6 +121,30 @@ def test_nonfinite_losses_are_skipped_counted_and_stop_the_run(shard_dir, tmp_pa
     calls["n"] = 0
     with pytest.raises(UserError, match="non-finite"):
         train(config_for(shard_dir, tmp_path / "run2", "run.max_nonfinite=1"))
+
+
+def test_nonfinite_steps_count_optimiser_steps_not_micro_batches(shard_dir, tmp_path, monkeypatch):
+    """With two micro-batches per step, NaN losses in both micro-batches of step 1 and in one of
+    step 3 skip two optimiser steps: nonfinite_steps is 2, and the skipped steps leave the weights."""
+    real = train_module.region_contrastive_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(*args):
+        calls["n"] += 1
+        loss = real(*args)
+        return loss * float("nan") if calls["n"] in (1, 2, 6) else loss
+
+    monkeypatch.setattr(train_module, "region_contrastive_loss", sometimes_nan)
+    result = train(config_for(
+        shard_dir, tmp_path / "run", "optim.grad_accum=2", "run.steps=4", "checkpoint.every_steps=1", "checkpoint.keep_last=4"
+    ))
+    assert calls["n"] == 8 and result.metrics["nonfinite_steps"] == 2
+    alpha = {step: load_file(result.run_dir / "checkpoints" / f"step-{step:07d}" / "alpha_embedding.safetensors")
+             for step in (1, 2, 3, 4)}
+    weight = next(iter(alpha[1]))
+    assert not alpha[1][weight].any()  # step 1 was skipped: the alpha conv is still its zero init
+    assert alpha[2][weight].any() and torch.equal(alpha[2][weight], alpha[3][weight])  # step 3 was skipped
+    assert not torch.equal(alpha[3][weight], alpha[4][weight])  # step 4 was not
 
 
 def test_only_lora_and_alpha_weights_change(shard_dir, tmp_path):
