@@ -126,7 +126,7 @@ class LoaderOptions:
     flip: bool = True  # mirror half the images (and swap "left"/"right" in their phrases)
     train_augment: bool = True  # False: letterbox, no randomness (evaluation view)
     max_text_tokens: int = 77  # captions are cut to this many tokens
-    seed: int = 0  # same seed, same stream of batches
+    seed: int = 0  # same seed, same stream of batches (fc train: run.seed unless data.seed is given)
 
     def __post_init__(self) -> None:
         checks = [

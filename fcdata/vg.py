@@ -7,7 +7,12 @@ Instead a numba scan of the memory-mapped file finds where each top-level record
 at a time into an Arrow record batch. Peak memory: the Arrow tables plus one chunk's Python
 objects per worker.
 
-Field names differ between releases (see ../shared/BRIEF.md); every variant maps to one schema:
+Field names differ between releases 1.0, 1.2 and 1.4, so each field is read under every name it
+has had: an image's id `image_id` or `id`; a region's image `image_id` or `image` (else the record's
+`id` or `image_id`) and its own id `region_id` or `id`; an object's id `object_id` or `id`, its
+names `names` (a list), `name` (one) or `object_names`, and `synsets`, which may be absent. Image
+URLs are never used (v1.0's point at an old path): images are looked up in IMAGE_FOLDERS. Every
+variant maps to one schema:
 - images:  image_id int64, stated_width int32, stated_height int32 (0 = not stated)
 - regions: image_id int64, region_id int64, phrase string (as written), x, y, w, h float64
 - objects: image_id int64, object_id int64, x, y, w, h float64, names list<string>,

@@ -118,7 +118,7 @@ class RunConfig:
     val_batches: int = 20  # batches per validation
     log_every: int = 10  # metrics (and the one device sync for non-finite checks) every this many steps
     max_nonfinite: int = 10  # stop (at a log step) once more optimiser steps than this were skipped for a non-finite loss
-    seed: int = 0  # model init (tiny model), and the data stream unless data.seed is set
+    seed: int = 0  # the run's seed: the tiny model, LoRA's init, and the data stream unless data.seed is given
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"...
 
     def __post_init__(self) -> None:
@@ -151,6 +151,10 @@ class TrainConfig:
             for name, value in values.items():
                 if isinstance(value, list):
                     values[name] = tuple(value)
+            if section.name == "data" and "seed" not in values:
+                # One seed for the whole run, as users expect; data.seed splits it off when asked
+                # (e.g. the same data order under several inits). The resolved value is saved.
+                values["seed"] = sections["run"].seed
             sections[section.name] = section.default_factory(**values)
         unknown_sections = sorted(set(data) - set(sections))
         if unknown_sections:

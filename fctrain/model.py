@@ -111,7 +111,7 @@ def create_tiny_model(
                 num_attention_heads=TINY_HEADS,
             ),
             projection_dim=TINY_WIDTH,
-            logit_scale_init_value=math.log(100.0),  # the fixed temperature of the recipe (BRIEF)
+            logit_scale_init_value=math.log(100.0),  # CLIP fine-tuning recipes (Alpha-CLIP) fix the temperature at 100
         )
         check_text_pooling(config.text_config, tokenizer)
         with torch.random.fork_rng(devices=[]):  # seed the init without disturbing the caller's RNG

@@ -280,7 +280,7 @@ def test_vit_b16_lora_share_matches_the_brief():
     assert 1.1e6 <= counts["lora"] <= 1.3e6
     assert counts["lora"] == 12 * 4 * 16 * (768 + 768)
     assert counts["alpha"] == 768 * 16 * 16
-    assert 85.5e6 < vision_base < 86.0e6  # BRIEF: 85.8M
+    assert 85.5e6 < vision_base < 86.0e6  # ViT-B/16 (OpenAI CLIP): 85.8M
     assert abs(100 * counts["lora"] / (vision_base + counts["lora"]) - 1.36) < 0.02
     assert counts["trainable"] == counts["lora"] + counts["alpha"]
 

@@ -178,6 +178,20 @@ def test_config_layers_and_unknown_settings(tmp_path):
         load_config(None, ["data.batch_size=7"])
 
 
+def test_run_seed_seeds_the_data_stream_unless_data_seed_is_given(tmp_path):
+    """run.seed is the whole run's seed (the data stream included); data.seed, given, overrides it for
+    the data alone; the saved config reads back to the same seeds."""
+    from fctrain.config import to_toml
+
+    assert load_config(None, ["run.seed=7"]).data.seed == 7
+    split = load_config(None, ["run.seed=7", "data.seed=3"])
+    assert (split.run.seed, split.data.seed) == (7, 3)
+    path = tmp_path / "config.toml"
+    path.write_text(to_toml(load_config(None, ["run.seed=7"])))
+    again = load_config(path, ["run.seed=9"])  # a resolved config names data.seed: it stays
+    assert (again.run.seed, again.data.seed) == (9, 7)
+
+
 def _fc_train(shard_dir, out_dir, *extra) -> list[str]:
     return [
         sys.executable, "-m", "fc", "train", "--shards", str(shard_dir), "--out", str(out_dir),
