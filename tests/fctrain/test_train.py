@@ -60,8 +60,8 @@ def test_resume_continues_with_the_same_losses(shard_dir, tmp_path):
     train(config_for(shard_dir, resumed_dir, "model.text_cache=false", 'checkpoint.resume="latest"'))
     again = losses(resumed_dir)
     assert sorted(again) == [4, 5, 6]
-    for step in (4, 5, 6):
-        assert again[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-6)
+    for step in (4, 5, 6):  # metrics.jsonl rounds losses to 5 decimals: equal to that last digit
+        assert again[step] == pytest.approx(reference[step], rel=0, abs=2e-5)
 
 
 def test_checkpoints_hold_adapters_state_and_config_and_are_pruned(shard_dir, tmp_path):
