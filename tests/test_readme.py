@@ -6,10 +6,11 @@ The convention every README python block follows (a new block that needs more mu
 - It is self-contained: its own imports, no names defined by another block (each runs in a fresh
   namespace), and it reads as something a user would paste.
 - It runs with the working directory holding exactly:
-      train-00000.tar     a shard written by `fc shard` (generated Visual-Genome-format scenes,
-                          binary masks, the default layout)
-      models/focus-vg/    a model folder written by `fc export` (a tiny 64 px CLIP with trained-
-                          looking LoRA and alpha conv, standing in for a ViT-B/16 export)
+      train-00000.tar     a shard as `fc shard` writes it (fcdata.shard.shard_vg on generated
+                          Visual-Genome-format scenes; binary masks, the default)
+      models/focus-vg/    a model folder as `fc export` writes it (fctrain.export.export_model of a
+                          tiny 64 px CLIP with trained-looking LoRA and alpha conv, standing in
+                          for a ViT-B/16 export)
       street.jpg          an RGB photo (the first image of train-00000.tar)
 - It is quick (seconds), needs no network or GPU, and leaves the directory as it found it.
 
