@@ -30,7 +30,7 @@ def evaluate(
     """
     from fc.report import eval_table, write_eval_outputs
     from fctrain.checkpoint import load_trained
-    from fctrain.evaluate import evaluate as run_evaluation
+    from fctrain.evaluation.regions import evaluate as run_evaluation
 
     model, tokenizer, config = load_trained(run, checkpoint, device)
     options = EvalOptions(

@@ -8,7 +8,7 @@ from pathlib import Path
 def eval_table(report):
     from rich.table import Table
 
-    from fctrain.evaluate import METHOD_TITLES
+    from fctrain.evaluation.regions import METHOD_TITLES
 
     any_row = next(iter(report.results.values()))
     chance = any_row.get("box_chance", float("nan"))

@@ -6,7 +6,7 @@ from PIL import Image
 from fcdata.reader import RegionSample
 from fcdata.show import render_box_choice, render_sample
 from fctrain.config import DemoOptions
-from fctrain.evaluate import EvalImage, box_iou, global_metrics, image_metrics, tie_aware_hit, tie_aware_rank
+from fctrain.evaluation.regions import EvalImage, box_iou, global_metrics, image_metrics, tie_aware_hit, tie_aware_rank
 from fctrain.prompts import attention_bias_features, patch_bias, visual_prompt
 
 
