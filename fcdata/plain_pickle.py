@@ -45,5 +45,5 @@ def load_plain_pickle(path: Path):
         with path.open("rb") as stream:
             # encoding="bytes" keeps Python 2 str as bytes (decoded above) rather than guessing ASCII.
             return _text(_PlainUnpickler(stream, encoding="bytes").load())
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
         raise UserError(f"{path}: not a plain-data pickle ({exc})") from None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,7 +191,9 @@ def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
         raise ValueError(f"not a COCO segmentation: {type(segmentation).__name__}")
     if tuple(rle["size"]) != (height, width):
         raise ValueError(f"segmentation is {rle['size'][0]} x {rle['size'][1]}, the image {height} x {width}")
-    return coco_mask.decode(rle).astype(np.uint8) * 255
+    with warnings.catch_warnings():  # pycocotools 2.0.x warns about NumPy 2's copy keyword on every decode
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return coco_mask.decode(rle).astype(np.uint8) * 255
 
 
 def _load_image(path: Path) -> np.ndarray | None:
