@@ -61,8 +61,22 @@ def evaluate(
         raise UserError(f"--benchmark {benchmark} needs --data DIR")
     from fc.progress import RichEvalProgress
     from fc.report import benchmark_table, write_benchmark_outputs
+    from fctrain.evaluation import imagenet_s, rec
     from fctrain.evaluation.common import load_eval_model
 
+    common = dict(max_images=max_images or 0, batch_size=batch_size, workers=workers)
+    # The data is read and checked first: a wrong path or split fails before the model loads.
+    if benchmark == "imagenet-s":
+        options = imagenet_s.ImageNetSOptions(data_dir=data, categories=categories, class_names=class_names,
+                                              methods=chosen or imagenet_s.DEFAULT_METHODS, **common)
+        prepared = imagenet_s.read_dataset(options)
+    else:
+        if split is None:
+            raise UserError(f"--benchmark {benchmark} needs --split (val, testA, testB or test)")
+        defaults = tuple(m for m in rec.DEFAULT_METHODS if not (proposals and m == "alpha_mask"))
+        options = rec.RecOptions(dataset=benchmark, data_dir=data, split=split, images_dir=images, proposals=proposals,
+                                 methods=chosen or defaults, subtract=subtract, **common)
+        prepared = rec.read_split(options)
     if run is not None:
         from fctrain.checkpoint import load_trained
 
@@ -70,22 +84,11 @@ def evaluate(
         note = f"run {run} ({checkpoint}): baseline rows on its base CLIP (LoRA off, alpha off)"
     else:
         loaded, tokenizer, note = load_eval_model(model, device)
-    common = dict(max_images=max_images or 0, batch_size=batch_size, workers=workers)
     with RichEvalProgress() as progress:
         if benchmark == "imagenet-s":
-            from fctrain.evaluation.imagenet_s import DEFAULT_METHODS, ImageNetSOptions, evaluate_imagenet_s
-
-            options = ImageNetSOptions(data_dir=data, categories=categories, class_names=class_names, methods=chosen or DEFAULT_METHODS, **common)
-            report = evaluate_imagenet_s(loaded, tokenizer, options, progress, note)
+            report = imagenet_s.evaluate_imagenet_s(loaded, tokenizer, options, progress, note, prepared)
         else:
-            from fctrain.evaluation.rec import DEFAULT_METHODS, RecOptions, evaluate_rec
-
-            if split is None:
-                raise UserError(f"--benchmark {benchmark} needs --split (val, testA, testB or test)")
-            defaults = tuple(m for m in DEFAULT_METHODS if not (proposals and m == "alpha_mask"))
-            options = RecOptions(dataset=benchmark, data_dir=data, split=split, images_dir=images, proposals=proposals,
-                                 methods=chosen or defaults, subtract=subtract, **common)
-            report = evaluate_rec(loaded, tokenizer, options, progress, note)
+            report = rec.evaluate_rec(loaded, tokenizer, options, progress, note, prepared)
     from rich.console import Console
 
     Console().print(benchmark_table(report, loaded.base_clip.config.vision_config))

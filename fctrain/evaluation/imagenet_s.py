@@ -157,16 +157,35 @@ def _load(item: _Item, counts: Counter) -> tuple[np.ndarray, Region] | None:
     return pixels, Region((float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)), mask)
 
 
-def evaluate_imagenet_s(model, tokenizer, options: ImageNetSOptions, progress: EvalProgress | None = None, model_note: str = "") -> ImageNetSReport:
+@dataclass
+class ImageNetSData:
+    wnids: list[str]
+    names: list[str]
+    names_source: str
+    items: list[_Item]
+    counts: Counter
+
+
+def read_dataset(options: ImageNetSOptions) -> ImageNetSData:
+    """Check the options and list the data (before any model is loaded, so bad input fails fast)."""
     check_methods(options.methods)
     check_positive(batch_size=options.batch_size)
-    progress = progress or NoProgress()
     data_dir = Path(options.data_dir)
     wnids = read_categories(Path(options.categories or data_dir / CATEGORIES_FILE))
     names, names_source = class_names(wnids, options.class_names)
     items, counts = list_items(data_dir, wnids, options.max_images)
     if not items:
         raise UserError(f"{data_dir}: no validation images with segmentations for the {len(wnids)} categories")
+    return ImageNetSData(wnids, names, names_source, items, counts)
+
+
+def evaluate_imagenet_s(model, tokenizer, options: ImageNetSOptions, progress: EvalProgress | None = None, model_note: str = "",
+                        data: ImageNetSData | None = None) -> ImageNetSReport:
+    """Mean per-class top-1 / top-5 of every method (see the module docstring); `data` from read_dataset."""
+    data = data or read_dataset(options)
+    wnids, names, names_source, items, counts = data.wnids, data.names, data.names_source, data.items, data.counts
+    data_dir = Path(options.data_dir)
+    progress = progress or NoProgress()
     views = tuple(dict.fromkeys(v for m in options.methods for v in METHODS[m]))
     tower = Tower(model, options.batch_size, options.workers)
     with torch.inference_mode():

@@ -209,16 +209,23 @@ def _load_image(path: Path) -> np.ndarray | None:
 # ----------------------------------------------------------------------------- the protocol
 
 
-def evaluate_rec(model, tokenizer, options: RecOptions, progress: EvalProgress | None = None, model_note: str = "") -> RecReport:
-    """Accuracy of every method on the split (see the module docstring)."""
+def read_split(options: RecOptions) -> tuple[list[RecImage], Counter]:
+    """Check the options and read the split (before any model is loaded, so bad input fails fast)."""
     check_methods(options.methods)
     check_positive(batch_size=options.batch_size, bank_size=options.bank_size)
     if options.proposals and "alpha_mask" in options.methods:
         raise UserError("alpha_mask needs the ground-truth setting (COCO segmentations); detector proposals have no masks: drop it from --methods")
-    progress = progress or NoProgress()
     images, counts = split_images(options)
     if not images:
         raise UserError(f"{options.dataset} {options.split}: no expressions to evaluate")
+    return images, counts
+
+
+def evaluate_rec(model, tokenizer, options: RecOptions, progress: EvalProgress | None = None, model_note: str = "",
+                 split: tuple[list[RecImage], Counter] | None = None) -> RecReport:
+    """Accuracy of every method on the split (see the module docstring); `split` from read_split."""
+    images, counts = split or read_split(options)
+    progress = progress or NoProgress()
     images_dir = Path(options.images_dir or Path(options.data_dir) / "train2014")
     views = tuple(dict.fromkeys(v for m in options.methods for v in METHODS[m]))
     tower = Tower(model, options.batch_size, options.workers)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import ANN_IDS, REC_IMAGES, SIZE, write_rec_dataset
+from fcdata.synth_benchmarks import REC_IMAGES, write_rec_dataset
 from fcdata.errors import UserError
 from fcdata.plain_pickle import load_plain_pickle
 from fcdata.transforms import normalize_images, squash
@@ -143,8 +143,8 @@ def test_base_views_run_plain_clip_and_alpha_views_the_trained_model(tiny_traine
     regions = [Region((4.0, 6.0, 30.0, 40.0)), Region((40.0, 0.0, 80.0, 48.0))]
     tower = Tower(model, batch_size=3)
     features = tower.encode_images([(image, regions)], ("crop", "alpha_box", "alpha_whole"), GEOMETRIES["squash"])[0]
-    crops = [squash(np.ascontiguousarray(image[6:40, 4:30]), np.zeros((0, 34, 26), np.uint8), SIZE)[0],
-             squash(np.ascontiguousarray(image[0:48, 40:80]), np.zeros((0, 48, 40), np.uint8), SIZE)[0]]
+    crops = [squash(np.ascontiguousarray(image[6:40, 4:30]), np.zeros((0, 34, 26), np.uint8), model.image_size)[0],
+             squash(np.ascontiguousarray(image[0:48, 40:80]), np.zeros((0, 48, 40), np.uint8), model.image_size)[0]]
     pixels = normalize_images(torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2))
     with torch.no_grad(), model.peft_model.disable_adapter():
         clip = model.base_clip
