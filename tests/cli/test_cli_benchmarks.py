@@ -59,3 +59,30 @@ def test_bad_benchmark_input_is_one_line_exit_1(tmp_path, exported):
     result = subprocess.run(base + ["--split", "val"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "ran code" not in result.stdout + result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "refuses to load __builtin__.print" in result.stderr  # protocol 2 names Python 2 modules
+
+
+def test_table_puts_published_numbers_only_beside_comparable_rows():
+    """A ViT-B/16 at 224 px on RefCOCO testA (ground-truth boxes) shows FALIP's and red circle's
+    published numbers with their source; another backbone, setting or split shows none."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from fc.report import benchmark_table
+    from fctrain.evaluation.published import backbone_name, comparable
+
+    b16 = SimpleNamespace(hidden_size=768, num_hidden_layers=12, patch_size=16)
+    assert backbone_name(b16) == "ViT-B/16"
+    assert set(comparable("refcoco", "testA", "ViT-B/16", 224, "gt-boxes")) == {"red_circle", "falip"}
+    assert comparable("refcoco", "testA", "ViT-B/16", 224, "detector") == {}
+    assert comparable("refcoco", "testA", "ViT-B/16", 336, "gt-boxes") == {}
+    assert comparable("refcoco", "val", "ViT-B/16", 224, "gt-boxes") == {}
+    report = SimpleNamespace(
+        benchmark="refcoco", split="testA", settings={"image_size": 224, "setting": "gt-boxes"},
+        counts={"expressions": 10, "images": 2, "proposals_per_image": 3.0, "chance": 0.3},
+        results={"falip": {"accuracy": 0.5}, "crop": {"accuracy": 0.4}},
+    )
+    console = Console(record=True, width=200)
+    console.print(benchmark_table(report, b16))
+    text = console.export_text()
+    assert "44.2 (FALIP)" in text and "published: FALIP paper" in text and "unverified" in text
