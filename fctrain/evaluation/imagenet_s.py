@@ -43,7 +43,7 @@ class ImageNetSOptions:
     categories: Path | None = None  # default DATA/ImageNetS_categories_im919.txt
     class_names: Path | None = None  # names file: "wnid name" per line, or one name per line in category order
     methods: tuple[str, ...] = DEFAULT_METHODS
-    max_images: int = 0  # 0 = all; otherwise the first ones in (class, file name) order
+    max_images: int = 0  # 0 = all; otherwise that many, evenly spaced in (class, file name) order
     batch_size: int = 64
     images_per_chunk: int = 16
     examples: int = 8
@@ -122,8 +122,10 @@ def list_items(data_dir: Path, wnids: list[str], max_images: int) -> tuple[list[
                 counts["images_missing"] += 1
                 continue
             items.append(_Item(label, image, png))
-            if max_images and len(items) == max_images:
-                return items, counts
+    if max_images and max_images < len(items):
+        # Spread over the whole list so that a quick run still covers (nearly) every class.
+        keep = np.unique(np.linspace(0, len(items) - 1, max_images).round().astype(int))
+        items = [items[i] for i in keep]
     return items, counts
 
 

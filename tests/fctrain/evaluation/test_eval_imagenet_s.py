@@ -70,6 +70,6 @@ def test_imagenet_s_counts_images_classes_and_each_alpha(tmp_path, tiny_trained)
         assert row["images"] == 4 and row["classes"] == 2 and 0 <= row["top1"] <= row["top5"] <= 1
     assert report.examples[0]["box"] == [15.0, 10.0, 40.0, 30.0]  # the class's pixels only, not the other class's
     limited = evaluate_imagenet_s(model, tokenizer, ImageNetSOptions(root, class_names=root / "names.txt", methods=("crop",), max_images=2))
-    assert limited.counts["images"] == 2
+    assert limited.counts["images"] == 2 and limited.counts["classes"] == 2  # spread over the classes, not the first two
     with pytest.raises(UserError, match="categories file"):
         evaluate_imagenet_s(model, tokenizer, ImageNetSOptions(tmp_path / "nowhere", class_names=root / "names.txt"))
