@@ -31,7 +31,7 @@ def evaluate(
     max_regions: Annotated[int, typer.Option(help="vg-regions: candidate regions per image (distinct phrases).")] = _DEFAULTS.max_regions,
     methods: Annotated[Optional[str], typer.Option(help="Comma-separated subset of the benchmark's methods (default: all of them).")] = None,
     batch_size: Annotated[int, typer.Option(help="Model inputs per forward pass.")] = 64,
-    workers: Annotated[int, typer.Option(help="REC, ImageNet-S: threads building the views.", min=1)] = 2,
+    workers: Annotated[int, typer.Option(help="REC, ImageNet-S: threads building the views; 0 = one per available core.", min=0)] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Folder for the JSON and pictures (default: the run folder, or . with --model).")] = None,
     device: Annotated[str, typer.Option(help="'cpu', 'cuda', 'cuda:1'...")] = "cpu",
 ) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 from fcdata.errors import UserError
 
@@ -24,6 +26,23 @@ class NoProgress:
 
     def advance(self, count: int) -> None:
         pass
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def prefetched(fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    """fn(item) for each item, in order, the next one computed in a background thread while the
+    caller works on the current one (image decoding and view building overlap the model)."""
+    with ThreadPoolExecutor(1) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > 1:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def check_positive(**values: int) -> None:

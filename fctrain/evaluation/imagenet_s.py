@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from fcdata.errors import UserError
-from fctrain.evaluation.common import EvalProgress, NoProgress, check_positive
+from fctrain.evaluation.common import EvalProgress, NoProgress, check_positive, prefetched
 from fctrain.evaluation.methods import GEOMETRIES, METHODS, Region, Tower, check_methods
 from fctrain.evaluation.scoring import text_features, tie_aware_rank
 
@@ -47,7 +47,7 @@ class ImageNetSOptions:
     batch_size: int = 64
     images_per_chunk: int = 16
     examples: int = 8
-    workers: int = 2
+    workers: int = 0  # threads building views; 0 = one per available core
 
 
 @dataclass
@@ -194,13 +194,18 @@ def evaluate_imagenet_s(model, tokenizer, options: ImageNetSOptions, progress: E
         classes = text_features(model, tokenizer, [TEMPLATE.format(n) for n in names], options.batch_size, tower.device)
     ranks = {m: [] for m in options.methods}  # (label, top-1, top-5) per image
     examples, example_images = [], {}
+    skips: Counter = Counter()  # written only by `prepare`, which runs in one background thread
+
+    def prepare(chunk: list[_Item]):
+        loaded = [(item, _load(item, skips)) for item in chunk]
+        loaded = [(item, pair) for item, pair in loaded if pair is not None]
+        return loaded, tower.build([(pixels, [region]) for _, (pixels, region) in loaded], views, GEOMETRIES["center_crop"])
+
+    chunks = [items[start : start + options.images_per_chunk] for start in range(0, len(items), options.images_per_chunk)]
     progress.start(len(items), "imagenet-s validation")
     try:
-        for start in range(0, len(items), options.images_per_chunk):
-            chunk = [(item, _load(item, counts)) for item in items[start : start + options.images_per_chunk]]
-            chunk = [(item, loaded) for item, loaded in chunk if loaded is not None]
-            features = tower.encode_images([(pixels, [region]) for _, (pixels, region) in chunk], views, GEOMETRIES["center_crop"]) if chunk else []
-            for (item, (pixels, region)), by_view in zip(chunk, features):
+        for chunk, (loaded, built) in zip(chunks, prefetched(prepare, chunks)):
+            for (item, (pixels, region)), by_view in zip(loaded, tower.run(built)):
                 counts["images"] += 1
                 for method in options.methods:
                     scores = sum(by_view[v][0] @ classes.T for v in METHODS[method]).numpy()
@@ -210,9 +215,10 @@ def evaluate_imagenet_s(model, tokenizer, options: ImageNetSOptions, progress: E
                         examples.append({"image": str(item.image), "box": list(region.box), "truth": names[item.label],
                                          "predicted": names[int(scores.argmax())], "method": method})
                         example_images[str(item.image)] = pixels
-            progress.advance(len(items[start : start + options.images_per_chunk]))
+            progress.advance(len(chunk))
     finally:
         tower.close()
+    counts.update(skips)
     if not counts["images"]:
         raise UserError(f"{data_dir}: none of the {len(items)} images could be evaluated ({dict(counts)})")
     results = {m: per_class_means(rows) for m, rows in ranks.items()}

@@ -18,7 +18,7 @@ the tower in batches grouped by weights.
 
 from __future__ import annotations
 
-import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -176,27 +176,43 @@ def build_views(image: np.ndarray, regions: list[Region], view: str, geometry: G
 # ----------------------------------------------------------------------------- the tower
 
 
+@dataclass
+class BuiltViews:
+    jobs: list[tuple[int, str]]  # (item index, view) per entry of `inputs`
+    inputs: list[ViewInputs]
+    region_counts: list[int]  # regions per item (shared views are broadcast to them)
+
+
 class Tower:
     """Runs views through the model in batches: `trained` views with their alpha, `base` views on
     the base weights with their attention biases (zero elsewhere), all in float on `device`."""
 
-    def __init__(self, model: RGBAClip, batch_size: int, workers: int = 2):
+    def __init__(self, model: RGBAClip, batch_size: int, workers: int = 0):
         self.model = model.eval()
         self.batch_size = batch_size
         self.device = model.logit_scale.device
         self.size = model.image_size
         config = model.base_clip.config.vision_config
         self.grid = self.size // config.patch_size
-        self.pool = ThreadPoolExecutor(max(1, workers))
+        self.pool = ThreadPoolExecutor(workers or len(os.sched_getaffinity(0)))
 
     def encode_images(self, items: list[tuple[np.ndarray, list[Region]]], views: tuple[str, ...], geometry: Geometry) -> list[dict[str, torch.Tensor]]:
         """For each (image, regions): view -> K x D unit features (CPU float32), every view of
         every image in `items` in as few forward passes as the batch size allows."""
+        return self.run(self.build(items, views, geometry))
+
+    def build(self, items: list[tuple[np.ndarray, list[Region]]], views: tuple[str, ...], geometry: Geometry) -> BuiltViews:
+        """The CPU half of encode_images (views built in the thread pool); safe to run in a
+        background thread while `run` keeps the model busy with the previous items."""
         jobs = [(i, view) for i in range(len(items)) for view in views]
-        built = list(self.pool.map(lambda job: build_views(*items[job[0]], job[1], geometry, self.size, self.grid), jobs))
-        out: list[dict[str, torch.Tensor]] = [{} for _ in items]
+        inputs = list(self.pool.map(lambda job: build_views(*items[job[0]], job[1], geometry, self.size, self.grid), jobs))
+        return BuiltViews(jobs, inputs, [len(regions) for _, regions in items])
+
+    def run(self, built: BuiltViews) -> list[dict[str, torch.Tensor]]:
+        """The model half of encode_images: features grouped back by item and view."""
+        out: list[dict[str, torch.Tensor]] = [{} for _ in built.region_counts]
         for weights in ("trained", "base"):
-            chosen = [(job, inputs) for job, inputs in zip(jobs, built) if VIEW_WEIGHTS[job[1]] == weights]
+            chosen = [(job, inputs) for job, inputs in zip(built.jobs, built.inputs) if VIEW_WEIGHTS[job[1]] == weights]
             if not chosen:
                 continue
             features = self._run(weights, [inputs for _, inputs in chosen])
@@ -204,9 +220,7 @@ class Tower:
             for (index, view), inputs in chosen:
                 rows = features[start : start + len(inputs.pictures)]
                 start += len(inputs.pictures)
-                if view in _SHARED_VIEWS:
-                    rows = rows.expand(len(items[index][1]), -1)
-                out[index][view] = rows
+                out[index][view] = rows.expand(built.region_counts[index], -1) if view in _SHARED_VIEWS else rows
         return out
 
     def _run(self, weights: str, inputs: list[ViewInputs]) -> torch.Tensor:

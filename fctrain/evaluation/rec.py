@@ -30,7 +30,7 @@ import torch
 
 from fcdata.errors import UserError
 from fcdata.plain_pickle import load_plain_pickle
-from fctrain.evaluation.common import EvalProgress, NoProgress, check_positive
+from fctrain.evaluation.common import EvalProgress, NoProgress, check_positive, prefetched
 from fctrain.evaluation.methods import GEOMETRIES, METHODS, Region, Tower, check_methods
 from fctrain.evaluation.scoring import box_iou, text_features, tie_aware_hit
 
@@ -55,7 +55,7 @@ class RecOptions:
     bank_size: int = 500  # expressions in that bank (FALIP samples 500)
     examples: int = 8  # expressions drawn in eval-<dataset>-examples.png
     seed: int = 0  # the bank's sample
-    workers: int = 2  # threads building views
+    workers: int = 0  # threads building views; 0 = one per available core
 
 
 @dataclass
@@ -230,45 +230,47 @@ def evaluate_rec(model, tokenizer, options: RecOptions, progress: EvalProgress |
     views = tuple(dict.fromkeys(v for m in options.methods for v in METHODS[m]))
     tower = Tower(model, options.batch_size, options.workers)
     texts = [TEXT_PROMPT.format(sentence) for image in images for sentence, _ in image.expressions]
-    bank_mean = None
+    first_text = np.cumsum([0] + [len(image.expressions) for image in images])  # image i's rows of `texts`
     with torch.inference_mode():
-        text_rows = iter(text_features(model, tokenizer, texts, options.batch_size, tower.device))
+        text_rows = text_features(model, tokenizer, texts, options.batch_size, tower.device)
         if options.subtract:
             bank = random.Random(options.seed).sample(texts, min(options.bank_size, len(texts)))
             bank_mean = text_features(model, tokenizer, bank, options.batch_size, tower.device).mean(0)
+            text_rows = text_rows - bank_mean  # score - mean bank score = image . (text - mean bank text)
+    skips: Counter = Counter()  # written only by `prepare`, which runs in one background thread
+
+    def prepare(chunk: list[int]):
+        items = []
+        for index in chunk:
+            image = images[index]
+            pixels = _load_image(images_dir / image.file_name)
+            if pixels is None:
+                skips["images_missing"] += 1
+                skips["expressions_skipped"] += len(image.expressions)
+                continue
+            regions = _regions(image, pixels, "alpha_mask" in views, skips)
+            if regions is not None:
+                items.append((index, pixels, regions))
+        return items, tower.build([(pixels, regions) for _, pixels, regions in items], views, GEOMETRIES["squash"])
+
     hits = {m: [] for m in options.methods}
     chance, examples, example_images = [], [], {}
+    chunks = [list(range(start, min(start + options.images_per_chunk, len(images)))) for start in range(0, len(images), options.images_per_chunk)]
     progress.start(len(images), f"{options.dataset} {options.split}")
     try:
-        for start in range(0, len(images), options.images_per_chunk):
-            chunk = images[start : start + options.images_per_chunk]
-            loaded = [(image, _load_image(images_dir / image.file_name)) for image in chunk]
-            items = []
-            for image, pixels in loaded:
-                if pixels is None:
-                    counts["images_missing"] += 1
-                    counts["expressions_skipped"] += len(image.expressions)
-                    for _ in image.expressions:
-                        next(text_rows)
-                    continue
-                regions = _regions(image, pixels, "alpha_mask" in views, counts)
-                if regions is None:
-                    for _ in image.expressions:
-                        next(text_rows)
-                    continue
-                items.append((image, pixels, regions))
-            features = tower.encode_images([(pixels, regions) for _, pixels, regions in items], views, GEOMETRIES["squash"]) if items else []
-            for (image, pixels, regions), by_view in zip(items, features):
+        for chunk, (items, built) in zip(chunks, prefetched(prepare, chunks)):
+            for (index, pixels, regions), by_view in zip(items, tower.run(built)):
+                image = images[index]
                 boxes = np.array([r.box for r in regions])
                 counts["images"] += 1
                 counts["proposals"] += len(regions)
-                for sentence, gold in image.expressions:
-                    text = next(text_rows)
+                for number, (sentence, gold) in enumerate(image.expressions):
+                    text = text_rows[first_text[index] + number]
                     correct = box_iou(gold, boxes) > IOU_THRESHOLD
                     chance.append(float(correct.mean()))
                     counts["expressions"] += 1
                     for method in options.methods:
-                        scores = sum((by_view[v] @ (text - bank_mean if bank_mean is not None else text)) for v in METHODS[method]).numpy()
+                        scores = sum(by_view[v] @ text for v in METHODS[method]).numpy()
                         hits[method].append(tie_aware_hit(scores, correct))
                         if method == options.methods[0] and len(examples) < options.examples:
                             examples.append({"file_name": image.file_name, "expression": sentence, "method": method,
@@ -278,6 +280,7 @@ def evaluate_rec(model, tokenizer, options: RecOptions, progress: EvalProgress |
             progress.advance(len(chunk))
     finally:
         tower.close()
+    counts.update(skips)
     if not counts["expressions"]:
         raise UserError(f"{options.dataset} {options.split}: none of the {len(images)} images could be read from {images_dir} (--images)")
     results = {m: {"accuracy": float(np.mean(h)), "hits": float(np.sum(h)), "expressions": len(h)} for m, h in hits.items()}
