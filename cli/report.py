@@ -72,7 +72,10 @@ def benchmark_table(report, vision_config):
                  + f"; {counts['proposals_per_image']:.1f} proposals/image, chance {100 * counts['chance']:.1f}; {backbone}")
         columns = [("accuracy", "accuracy")]
     sources = sorted({p.source for p in published.values()})
-    caption = "; ".join([f"published: {s}" for s in sources] + [f"not comparable: {NOT_COMPARABLE[report.benchmark]}"])
+    notes = [f"published: {s}" for s in sources] + [f"not comparable: {NOT_COMPARABLE[report.benchmark]}"]
+    if report.settings["image_size"] != 224:
+        notes.insert(0, f"input {report.settings['image_size']} px: the published numbers are at 224 px and not shown")
+    caption = "; ".join(notes)
     table = Table(title=title, caption=caption)
     table.add_column("method")
     for name, _ in columns:

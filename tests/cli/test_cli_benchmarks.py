@@ -31,7 +31,7 @@ def test_rec_and_imagenet_s_from_the_command_line(tmp_path, exported):
     result = runner.invoke(app, ["eval", "--benchmark", "refcoco", "--model", str(exported), "--data", str(data), "--split", "val",
                                  "--out", str(out), "--methods", "alpha_mask,crop_blur,red_circle,falip"])
     assert result.exit_code == 0, result.output
-    assert "CLIP crop+blur" in result.output and "not comparable" in result.output
+    assert "CLIP crop+blur" in result.output and "not comparable" in result.output and "input 32 px" in result.output
     report = json.loads((out / "eval-refcoco-val.json").read_text())
     assert report["counts"]["expressions"] == 6 and set(report["results"]) == {"alpha_mask", "crop_blur", "red_circle", "falip"}
     assert report["settings"]["setting"] == "gt-boxes" and (out / "eval-refcoco-examples.png").exists()

@@ -208,3 +208,16 @@ def test_rec_on_cuda_matches_cpu(tmp_path, tiny_trained):
     on_gpu = Tower(gpu_model, 4).encode_images([(image, regions)], views, GEOMETRIES["squash"])[0]
     for view in views:
         assert torch.all((on_cpu[view] * on_gpu[view]).sum(-1) > 1 - 1e-4), view
+
+
+def test_subtract_removes_what_the_bank_shares_with_the_expression(tmp_path, tiny_trained):
+    """Score subtraction is score minus the mean score over the bank: with a bank holding only the
+    expression itself every score becomes 0, a tie, so every method scores chance exactly."""
+    model, tokenizer = tiny_trained
+    root = write_rec_dataset(tmp_path)
+    options = RecOptions("refcoco", root, "testB", methods=("crop", "falip", "alpha_box"), subtract=True, bank_size=1)
+    report = evaluate_rec(model, tokenizer, options)
+    assert report.counts["expressions"] == 1 and report.settings["setting"] == "gt-boxes, subtracted"
+    assert all(row["accuracy"] == pytest.approx(report.counts["chance"]) for row in report.results.values())
+    plain = evaluate_rec(model, tokenizer, RecOptions("refcoco", root, "testB", methods=("crop",)))
+    assert plain.results["crop"]["accuracy"] in (0.0, 1.0)  # without subtraction the crop scores differ
