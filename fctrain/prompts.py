@@ -28,10 +28,24 @@ IMAGE_PROMPTS = ("whole_image", "crop", "blur", "grayscale", "red_outline", "red
 RECLIP_BLUR_RADIUS = 100  # ReCLIP's (and FALIP's) --blur_std_dev default, in image pixels
 
 
-def visual_prompt(method: str, image, box, blur_radius: float | None = None) -> "Image.Image":  # noqa: F821 - PIL imported lazily
+def prompt_background(method: str, image, blur_radius: float | None = None):
+    """What "blur" / "grayscale" show outside the box: the whole image blurred (radius
+    `blur_radius`; None = 2% of the long side, the VG-regions default) or gray. Computed once per
+    image and passed to visual_prompt for each of its boxes; None for the other prompts."""
+    from PIL import ImageFilter
+
+    if method == "blur":
+        radius = max(2.0, 0.02 * max(image.size)) if blur_radius is None else blur_radius
+        return image.filter(ImageFilter.GaussianBlur(radius=radius))
+    if method == "grayscale":
+        return image.convert("L").convert("RGB")
+    return None
+
+
+def visual_prompt(method: str, image, box, blur_radius: float | None = None, background=None) -> "Image.Image":  # noqa: F821 - PIL imported lazily
     """The stored image (PIL, RGB) as `method` shows region `box` (x0, y0, x1, y1 ints) to CLIP.
-    `blur_radius`: the Gaussian's radius for "blur"; None = 2% of the long side (VG regions)."""
-    from PIL import Image, ImageDraw, ImageFilter
+    `background`: prompt_background(method, image, blur_radius), when the caller has it already."""
+    from PIL import ImageDraw
 
     x0, y0, x1, y1 = (int(v) for v in box)
     if method == "whole_image":
@@ -39,11 +53,7 @@ def visual_prompt(method: str, image, box, blur_radius: float | None = None) -> 
     if method == "crop":
         return image.crop((x0, y0, x1, y1))
     if method in ("blur", "grayscale"):
-        if method == "blur":
-            radius = max(2.0, 0.02 * max(image.size)) if blur_radius is None else blur_radius
-            outside = image.filter(ImageFilter.GaussianBlur(radius=radius))
-        else:
-            outside = image.convert("L").convert("RGB")
+        outside = (background if background is not None else prompt_background(method, image, blur_radius)).copy()
         outside.paste(image.crop((x0, y0, x1, y1)), (x0, y0))
         return outside
     if method == "red_outline":
@@ -53,6 +63,7 @@ def visual_prompt(method: str, image, box, blur_radius: float | None = None) -> 
         return outlined
     if method == "red_circle":
         circled = image.copy()
+        # The ellipse inscribed in the box, as FALIP's code draws Shtedritski et al.'s marker.
         width = max(1, int(max(image.size) / 200))
         ImageDraw.Draw(circled).ellipse((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)), outline=(255, 0, 0), width=width)
         return circled

@@ -7,7 +7,8 @@ off and the alpha conv zero, i.e. CLIP itself for a training run):
 
     alpha_box, alpha_mask, alpha_whole   trained; alpha = the region's box, its mask, all ones
     whole_image                          base; the image alone (ignores the region: chance in REC)
-    crop, blur, grayscale, red_circle    base; visual prompts (fctrain.prompts), blur at ReCLIP's radius
+    crop, blur, grayscale, red_circle,   base; visual prompts (fctrain.prompts), blur at ReCLIP's radius
+    red_outline
     falip                                base; FALIP's attention bias (fctrain.prompts.falip_bias)
 
 Every view goes through the benchmark's geometry (fcdata.transforms: letterbox, squash or
@@ -31,21 +32,21 @@ import torch.nn.functional as F
 from fcdata.errors import UserError
 from fcdata.transforms import center_crop, center_crop_box, letterbox, normalize_alphas, normalize_images, squash
 from fctrain.model import RGBAClip
-from fctrain.prompts import RECLIP_BLUR_RADIUS, attention_bias_features, falip_bias
+from fctrain.prompts import IMAGE_PROMPTS, RECLIP_BLUR_RADIUS, attention_bias_features, falip_bias, prompt_background, visual_prompt
 
 VIEW_WEIGHTS = {
     "alpha_box": "trained", "alpha_mask": "trained", "alpha_whole": "trained",
-    "whole_image": "base", "crop": "base", "blur": "base", "grayscale": "base", "red_circle": "base", "falip": "base",
+    "whole_image": "base", "crop": "base", "blur": "base", "grayscale": "base", "red_circle": "base", "red_outline": "base", "falip": "base",
 }
 METHODS: dict[str, tuple[str, ...]] = {  # method -> the views whose scores it sums
     "alpha_mask": ("alpha_mask",), "alpha_box": ("alpha_box",), "alpha_whole": ("alpha_whole",),
     "whole_image": ("whole_image",), "crop": ("crop",), "blur": ("blur",), "crop_blur": ("crop", "blur"),
-    "grayscale": ("grayscale",), "red_circle": ("red_circle",), "falip": ("falip",),
+    "grayscale": ("grayscale",), "red_circle": ("red_circle",), "red_outline": ("red_outline",), "falip": ("falip",),
 }
 METHOD_TITLES = {  # short: tables must fit an 80-column terminal
     "alpha_mask": "model, mask alpha", "alpha_box": "model, box alpha", "alpha_whole": "model, whole alpha",
     "whole_image": "CLIP whole image", "crop": "CLIP crop", "blur": "CLIP blur outside", "crop_blur": "CLIP crop+blur",
-    "grayscale": "CLIP gray outside", "red_circle": "CLIP red circle", "falip": "CLIP FALIP",
+    "grayscale": "CLIP gray outside", "red_circle": "CLIP red circle", "red_outline": "CLIP red box", "falip": "CLIP FALIP",
 }
 _SHARED_VIEWS = ("whole_image", "alpha_whole")  # one input per image, whatever the region
 
@@ -124,12 +125,12 @@ def _pixel_box(box, width: int, height: int) -> tuple[int, int, int, int]:
 def build_views(image: np.ndarray, regions: list[Region], view: str, geometry: Geometry, size: int, grid: int,
                 blur_radius: float = RECLIP_BLUR_RADIUS) -> ViewInputs:
     """The model inputs of `view` for each region of one image (one input for shared views)."""
-    from PIL import Image, ImageDraw, ImageFilter
+    from PIL import Image
 
     height, width = image.shape[:2]
     boxes = [_pixel_box(r.box, width, height) for r in regions]
     ones = np.full((1, height, width), 255, np.uint8)
-    pictures, alphas, biases = [], [], None
+    pictures = []
     if view in _SHARED_VIEWS:
         picture, alpha = geometry.apply(image, ones, size)
         return ViewInputs(picture[None], alpha, None)
@@ -149,27 +150,13 @@ def build_views(image: np.ndarray, regions: list[Region], view: str, geometry: G
         model_boxes = geometry.map_boxes(np.array([r.box for r in regions]), width, height, size)
         biases = falip_bias(model_boxes, grid, size).numpy()
         return ViewInputs(np.repeat(picture[None], len(regions), 0), np.zeros((len(regions), size, size), np.uint8), biases)
+    if view not in IMAGE_PROMPTS:
+        raise UserError(f"unknown view {view!r}; known: {', '.join(VIEW_WEIGHTS)}")
     pil = Image.fromarray(image)
-    if view == "blur":
-        background = pil.filter(ImageFilter.GaussianBlur(blur_radius))  # once per image
-    elif view == "grayscale":
-        background = pil.convert("L").convert("RGB")
-    for x0, y0, x1, y1 in boxes:
-        if view == "crop":
-            shown = np.asarray(pil.crop((x0, y0, x1, y1)))
-        elif view in ("blur", "grayscale"):
-            composed = background.copy()
-            composed.paste(pil.crop((x0, y0, x1, y1)), (x0, y0))
-            shown = np.asarray(composed)
-        elif view == "red_circle":
-            circled = pil.copy()
-            # Shtedritski et al.'s marker as FALIP's code draws it: the ellipse inscribed in the box.
-            ImageDraw.Draw(circled).ellipse((x0, y0, x1 - 1, y1 - 1), outline=(255, 0, 0), width=max(1, int(max(width, height) / 200)))
-            shown = np.asarray(circled)
-        else:
-            raise UserError(f"unknown view {view!r}; known: {', '.join(VIEW_WEIGHTS)}")
-        picture, _ = geometry.apply(np.ascontiguousarray(shown), ones[:0], size)
-        pictures.append(picture)
+    background = prompt_background(view, pil, blur_radius)  # one blur / gray copy per image, not per box
+    for box in boxes:
+        shown = np.asarray(visual_prompt(view, pil, box, blur_radius, background))
+        pictures.append(geometry.apply(np.ascontiguousarray(shown), ones[:0], size)[0])
     return ViewInputs(np.stack(pictures), np.zeros((len(boxes), size, size), np.uint8), None)
 
 
