@@ -22,7 +22,7 @@ def evaluate(
     data: Annotated[Optional[Path], typer.Option(help="REC: the folder holding refcoco/, refcoco+/, refcocog/; ImageNet-S: the ImageNetS919 folder.")] = None,
     split: Annotated[Optional[str], typer.Option(help="REC split: val, testA, testB (RefCOCO, RefCOCO+) or val, test (RefCOCOg).")] = None,
     images: Annotated[Optional[Path], typer.Option(help="REC: COCO train2014/ (default DATA/train2014).")] = None,
-    proposals: Annotated[Optional[Path], typer.Option(help="REC: detections JSON (image id -> [[x, y, w, h], ...]); default: the ground-truth boxes.")] = None,
+    proposals: Annotated[Optional[Path], typer.Option(help="REC: detections JSON mapping each image id to its list of x, y, w, h boxes; default: the ground-truth boxes.")] = None,
     subtract: Annotated[bool, typer.Option(help="REC: subtract each proposal's mean score over 500 other expressions of the split.")] = False,
     categories: Annotated[Optional[Path], typer.Option(help="ImageNet-S: the categories file (default DATA/ImageNetS_categories_im919.txt).")] = None,
     class_names: Annotated[Optional[Path], typer.Option(help="ImageNet-S: class names, 'wnid name' per line (default: nltk WordNet if installed).")] = None,
