@@ -101,3 +101,19 @@ class RichTrainProgress(_RichDisplay):
         if metrics.get("nonfinite_steps"):
             parts.append(f"[red]{metrics['nonfinite_steps']} non-finite")
         self.progress.update(self.task, completed=metrics["step"], status="  ".join(parts))
+
+
+class RichEvalProgress(_RichDisplay):
+    """Implements fctrain.evaluation.common.EvalProgress: a bar over a benchmark's images."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]eval {task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(), TimeRemainingColumn(),
+        )
+        self.task = None
+
+    def start(self, total: int, what: str) -> None:
+        self.task = self.progress.add_task(what, total=total)
+
+    def advance(self, count: int) -> None:
+        self.progress.update(self.task, advance=count)

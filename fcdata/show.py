@@ -50,6 +50,19 @@ def render_box_choice(image: np.ndarray, boxes: np.ndarray, phrase: str, chosen:
     return _with_caption(picture, [((0, 0, 0), f'"{phrase}"'), ((80, 80, 80), f"choice: {verdict}")])
 
 
+def render_labelled(image: np.ndarray, boxes: list[tuple[tuple[int, int, int], np.ndarray]], lines: list[tuple[tuple[int, int, int], str]], max_side: int = 320):
+    """The image scaled to `max_side` on its long side, boxes (colour, x0 y0 x1 y1 in image pixels) drawn on it,
+    caption lines (colour, text) below: a benchmark's example at a glance."""
+    from PIL import Image, ImageDraw
+
+    scale = max_side / max(image.shape[:2])
+    picture = Image.fromarray(image).resize((max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))), Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(picture)
+    for colour, box in boxes:
+        draw.rectangle(tuple((np.asarray(box, np.float64) * scale).tolist()), outline=colour, width=2)
+    return _with_caption(picture, lines)
+
+
 def _with_caption(picture, lines: list[tuple[tuple[int, int, int], str]]):
     from PIL import Image, ImageDraw
 

@@ -51,3 +51,44 @@ def normalize_images(images):
 def normalize_alphas(alphas):
     """uint8 tensor ... x 1 x H x W (0..255) -> float32 (alpha / 255 - 0.5) / 0.26."""
     return (alphas.float() / 255.0 - ALPHA_MEAN) / ALPHA_STD
+
+
+def _resize_together(image: np.ndarray, alphas: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize the image (bicubic, OpenAI CLIP's filter) and every alpha (bilinear, Alpha-CLIP's
+    mask transform) to size x size. PIL antialiases when shrinking, as torchvision >= 0.17 does."""
+    from PIL import Image
+
+    resized = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
+    out_alphas = np.empty((alphas.shape[0], size, size), np.uint8)
+    for k, alpha in enumerate(alphas):
+        out_alphas[k] = np.asarray(Image.fromarray(alpha).resize((size, size), Image.Resampling.BILINEAR))
+    return resized, out_alphas
+
+
+def center_crop_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the centred square on the short side, Alpha-CLIP's offsets."""
+    side = min(width, height)
+    left, top = width // 2 - side // 2, height // 2 - side // 2
+    return left, top, left + side, top + side
+
+
+def center_crop(image: np.ndarray, alphas: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The centred square on the short side, resized to size x size: Alpha-CLIP's ImageNet-S view
+    (crop first, then resize, as its harness does; equal to resize-then-crop up to the rounding
+    of the offset). Parts of a long image are cut away.
+
+    image: H x W x 3 uint8; alphas: K x H x W uint8 -> (size x size x 3, K x size x size).
+    """
+    left, top, right, bottom = center_crop_box(image.shape[1], image.shape[0])
+    return _resize_together(
+        np.ascontiguousarray(image[top:bottom, left:right]), np.ascontiguousarray(alphas[:, top:bottom, left:right]), size
+    )
+
+
+def squash(image: np.ndarray, alphas: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize to size x size ignoring the aspect ratio: ReCLIP's REC view (its `square_size`
+    default), so no proposal is cut away and a crop fills the input.
+
+    image: H x W x 3 uint8; alphas: K x H x W uint8 -> (size x size x 3, K x size x size).
+    """
+    return _resize_together(image, alphas, size)

@@ -16,7 +16,7 @@ from fcdata.options import ShardOptions, SynthOptions
 from fcdata.shard import ShardProgress, ShardSummary, shard_vg
 from fcdata.synth import SynthReport, generate_vg
 from fctrain.config import DemoOptions, EvalOptions, TrainConfig, load_config
-from fctrain.evaluate import EvalReport, evaluate
+from fctrain.evaluation.regions import EvalReport, evaluate
 from fctrain.train import TrainProgress, TrainResult, train
 
 

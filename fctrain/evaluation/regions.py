@@ -20,10 +20,9 @@ zero alpha conv: CLIP itself), and the prompts of fctrain.prompts on the base we
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,6 +36,8 @@ from fcdata.reader import iter_shard
 from fcdata.transforms import letterbox, normalize_alphas, normalize_images
 from fctrain.config import EVAL_METHODS as METHODS
 from fctrain.config import EvalOptions
+from fctrain.evaluation.methods import base_weights
+from fctrain.evaluation.scoring import box_iou, text_features, tie_aware_hit, tie_aware_rank
 from fctrain.model import RGBAClip
 from fctrain.prompts import attention_bias_features, patch_bias, visual_prompt
 
@@ -109,19 +110,6 @@ def load_eval_images(options: EvalOptions, size: int) -> list[EvalImage]:
     return images
 
 
-@contextmanager
-def base_weights(model: RGBAClip) -> Iterator[None]:
-    """The model as it was before training: LoRA adapters off, alpha conv zero (= plain CLIP)."""
-    saved = model.alpha_embedding.weight.detach().clone()
-    model.alpha_embedding.weight.data.zero_()
-    adapters = model.peft_model.disable_adapter() if model.peft_model is not None else nullcontext()
-    try:
-        with adapters:
-            yield
-    finally:
-        model.alpha_embedding.weight.data.copy_(saved)
-
-
 def _encode(model: RGBAClip, pictures: list[np.ndarray], alphas: list[np.ndarray], batch_size: int, device) -> torch.Tensor:
     """Normalised image features of (S x S x 3 uint8, S x S uint8 alpha) pairs."""
     rows = []
@@ -168,38 +156,7 @@ def _attention_bias_features(model: RGBAClip, images: list[EvalImage], options: 
     return F.normalize(torch.cat(rows), dim=-1).cpu()
 
 
-def text_features(model: RGBAClip, tokenizer, texts: list[str], batch_size: int, device) -> torch.Tensor:
-    rows = []
-    for start in range(0, len(texts), batch_size):
-        tokens = tokenizer(texts[start : start + batch_size], padding="longest", truncation=True, max_length=77, return_tensors="pt")
-        rows.append(model.encode_text(tokens["input_ids"].to(device), tokens["attention_mask"].to(device)).float())
-    return F.normalize(torch.cat(rows), dim=-1).cpu()
-
-
 # ----------------------------------------------------------------------------- metrics
-
-
-def tie_aware_hit(scores: np.ndarray, correct: np.ndarray, eps: float = 1e-6) -> float:
-    """Chance that a random pick among the top-scoring candidates is correct."""
-    top = scores >= scores.max() - eps
-    return float(correct[top].mean())
-
-
-def tie_aware_rank(scores: np.ndarray, target: int, eps: float = 1e-6) -> tuple[float, float, float]:
-    """(mean rank, P(rank <= 1), P(rank <= 5)) of `target` when ties are broken at random."""
-    above = int((scores > scores[target] + eps).sum())
-    tied = int((np.abs(scores - scores[target]) <= eps).sum()) - 1
-    def within(k: int) -> float:
-        return float(np.clip((k - above) / (tied + 1), 0.0, 1.0))
-    return above + 1 + tied / 2, within(1), within(5)
-
-
-def box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    width = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
-    height = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
-    inter = width * height
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    return inter / (area + (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1]) - inter)
 
 
 def image_metrics(regions: torch.Tensor, texts: torch.Tensor, images: list[EvalImage], iou_threshold: float) -> tuple[dict, list[dict]]:

@@ -7,7 +7,7 @@ from fcdata.reader import RegionSample
 from floats import assert_different, assert_same
 from fcdata.show import render_box_choice, render_sample
 from fctrain.config import DemoOptions
-from fctrain.evaluate import EvalImage, box_iou, global_metrics, image_metrics, tie_aware_hit, tie_aware_rank
+from fctrain.evaluation.regions import EvalImage, box_iou, global_metrics, image_metrics, tie_aware_hit, tie_aware_rank
 from fctrain.prompts import attention_bias_features, patch_bias, visual_prompt
 
 
