@@ -34,6 +34,9 @@ class _Clock:
     def note(self, message: str) -> None:
         pass
 
+    def annotations(self, name: str, scanned_bytes: int, total_bytes: int, decoded: int, records: int) -> None:
+        pass
+
     def start(self, images: int, shards: int, shards_done: int) -> None:
         self.started = time.perf_counter()
 

@@ -29,7 +29,7 @@ def test_json_array_is_split_and_decoded_in_order(tmp_path, monkeypatch, chunks)
     assert [json.loads(data[a:b].tobytes()) for a, b in spans] == ELEMENTS
     pieces = vg._chunks(spans, chunks)
     assert 1 <= len(pieces) <= chunks
-    decoded = [e for a, b in pieces for e in json.loads(b"[" + data[a:b].tobytes() + b"]")]
+    decoded = [e for f, l in pieces for e in json.loads(b"[" + data[spans[f, 0] : spans[l - 1, 1]].tobytes() + b"]")]
     assert decoded == ELEMENTS
 
 
