@@ -65,7 +65,7 @@ def synth(
         _vg_scale(console, columns, out, images, image_files, seed, regions_per_image)
         return
     options = SynthOptions(
-        num_images=images or _DEFAULTS.num_images, seed=seed, version=version, quirks=quirks,
+        num_images=_DEFAULTS.num_images if images is None else images, seed=seed, version=version, quirks=quirks,
         regions_per_image=regions_per_image, workers=workers,
     )
     with Progress(*columns, console=console, transient=True) as progress:
@@ -84,7 +84,7 @@ def _vg_scale(console, columns, out, images, image_files, seed, regions_per_imag
     from fcdata.synth_scale import VG_IMAGES, ScaleOptions, generate_vg_scale
 
     options = ScaleOptions(
-        num_images=images or VG_IMAGES, image_files=image_files, seed=seed,
+        num_images=VG_IMAGES if images is None else images, image_files=image_files, seed=seed,
         **({"regions_per_image": float(regions_per_image)} if regions_per_image else {}),
     )
     with Progress(*columns, console=console, transient=True) as progress:
