@@ -8,6 +8,9 @@
   to the last image. `per_core_images_per_s`: images per second a worker was busy, the figure
   to hold against the ceiling.
 
+With `annotation_scale` > 0, also the annotation phase on VG-size files beside json.load and
+orjson, with peak memory (fcbench.annotations).
+
 Ratios, not absolute numbers, are what carries between machines: per core vs ceiling (goal
 >= 0.85), work rate with 2 workers vs 1 (goal near 2), ceiling vs baseline.
 """
@@ -96,6 +99,7 @@ def run(
     repeats: int = 3,
     workers: tuple[int, ...] = (1, 2),
     save: bool = True,
+    annotation_scale: float = 1.0,
 ) -> list[dict]:
     """Each repeat runs every case back to back, and ratios are taken within a repeat: this
     machine's speed drifts by 10% over minutes, which pairing cancels. Rows give medians."""
@@ -162,6 +166,10 @@ def run(
         if count != workers[0]:
             row[f"scaling_vs_{workers[0]}_worker"] = median(f"w{count}_scaling", 3)
         rows.append(row)
+    if annotation_scale > 0:
+        from fcbench import annotations
+
+        rows += annotations.run(work_dir, annotation_scale, workers)
     for row in rows:
         emit(row)
     if save:

@@ -273,6 +273,7 @@ _OBJECT_RAW = pa.struct(
        ("synsets", pa.list_(pa.string()))]
 )
 _RAW_SCHEMAS = {
+    "images": pa.schema([(name, pa.int64()) for name in ("image_id", "id", "width", "height")]),
     "regions": pa.schema([("id", pa.int64()), ("image_id", pa.int64()), ("regions", pa.list_(_REGION_RAW))]),
     "objects": pa.schema([("image_id", pa.int64()), ("id", pa.int64()), ("objects", pa.list_(_OBJECT_RAW))]),
 }
@@ -310,6 +311,17 @@ def _image_rows(records: list) -> tuple[pa.RecordBatch, Counter]:
         [pa.array(ids, pa.int64()), pa.array(widths, pa.int32()), pa.array(heights, pa.int32())],
         schema=IMAGES_SCHEMA,
     ), Counter()
+
+
+def _image_columns(table: pa.Table) -> tuple[pa.RecordBatch, Counter]:
+    """Fast path: the reader's raw table -> the columns of _image_rows."""
+    ids = pc.coalesce(table.column("image_id"), table.column("id")).combine_chunks()
+    sizes = []
+    for name in ("width", "height"):
+        value = table.column(name).combine_chunks()
+        stated = pc.and_kleene(value.is_valid(), pc.greater(value, 0))
+        sizes.append(pc.if_else(pc.fill_null(stated, False), value, 0).filter(ids.is_valid()).cast(pa.int32()))
+    return pa.RecordBatch.from_arrays([ids.drop_null()] + sizes, schema=IMAGES_SCHEMA), Counter()
 
 
 def _region_rows(records: list) -> tuple[pa.RecordBatch, Counter]:
@@ -455,7 +467,7 @@ def _with_clean_phrases(batch: pa.RecordBatch, max_phrase_chars: int) -> pa.Reco
 
 
 _CONVERTERS = {"images": _image_rows, "regions": _region_rows, "objects": _object_rows}
-_FAST_CONVERTERS = {"regions": _region_columns, "objects": _object_columns}
+_FAST_CONVERTERS = {"images": _image_columns, "regions": _region_columns, "objects": _object_columns}
 _SCHEMAS = {"images": IMAGES_SCHEMA, "regions": REGIONS_SCHEMA, "objects": OBJECTS_SCHEMA}
 
 
@@ -494,24 +506,27 @@ def _decode_fast(text: np.ndarray, spans: np.ndarray, kind: str) -> pa.Table:
     return table
 
 
+def _read_range(path: str, start: int, stop: int) -> np.ndarray:
+    text = np.empty(stop - start, np.uint8)
+    with open(path, "rb") as stream:
+        stream.seek(start)
+        stream.readinto(memoryview(text))
+    return text
+
+
 def _parse_chunk(
     path: str, spans: np.ndarray, kind: str, max_phrase_chars: int = 200
 ) -> tuple[pa.RecordBatch, Counter]:
     """Decode the elements at `spans` (consecutive, absolute offsets) of `path` into one batch."""
     start, stop = int(spans[0, 0]), int(spans[-1, 1])
-    text = np.empty(stop - start, np.uint8)
-    with open(path, "rb") as stream:
-        stream.seek(start)
-        stream.readinto(memoryview(text))
     result = None
-    if kind in _FAST_CONVERTERS:
-        try:
-            result = _FAST_CONVERTERS[kind](_decode_fast(text.copy(), spans - start, kind))
-        except pa.ArrowInvalid:
-            pass  # the Python path decides: either it reads the chunk or it names the problem
+    try:
+        result = _FAST_CONVERTERS[kind](_decode_fast(_read_range(path, start, stop), spans - start, kind))
+    except pa.ArrowInvalid:
+        pass  # the Python path decides: either it reads the chunk or it names the problem
     if result is None:
         try:
-            records = json.loads(b"[" + text.tobytes() + b"]")
+            records = json.loads(b"[" + _read_range(path, start, stop).tobytes() + b"]")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise UserError(f"{path}: invalid JSON near byte {start}: {exc}") from None
         result = _CONVERTERS[kind](records)
