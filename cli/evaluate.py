@@ -33,14 +33,14 @@ def evaluate(
     from fc.progress import PlainPhases, RichPhases, display
     from fc.report import eval_table, write_eval_outputs
     from fctrain.checkpoint import load_trained
-    from fctrain.evaluate import EVAL_PHASES_BEFORE_METHODS, evaluate as run_evaluation
+    from fctrain.evaluate import evaluate as run_evaluation
 
     model, tokenizer, config = load_trained(run, checkpoint, device)
     options = EvalOptions(
         shards=shards or config.data.shards, max_images=max_images, max_regions=max_regions,
         methods=tuple(m.strip() for m in methods.split(",")) if methods else _DEFAULTS.methods,
     )
-    phases = EVAL_PHASES_BEFORE_METHODS + len(options.methods)
+    phases = len(options.methods)
     with display(Console(stderr=True), lambda: RichPhases("eval", phases), lambda: PlainPhases("fc eval", phases)) as progress:
         report = run_evaluation(model, tokenizer, options, model.logit_scale.device, progress)
     Console().print(eval_table(report))

@@ -345,3 +345,25 @@ class PlainPhases(LogLines):
     def __exit__(self, *exc) -> None:
         self.current = ""  # phases are announced as they begin: nothing to add at the end
         super().__exit__(*exc)
+
+
+class PlainEvalProgress(LogLines):
+    """The eval benchmarks' progress protocol (start(total, what), advance(count)) as periodic
+    log lines: images done of the total, rate and ETA."""
+
+    def __init__(self, stream: TextIO | None = None, interval_s: float | None = None) -> None:
+        super().__init__("fc eval", stream, interval_s)
+        self.total = self.done = 0
+        self.what = ""
+        self.phase_started = time.monotonic()
+
+    def start(self, total: int, what: str) -> None:
+        self.total, self.done, self.what = total, 0, what
+        self.phase_started = time.monotonic()
+        self.note(f"{what}: {total:,} to do")
+        self.status(f"{what}: 0/{total:,}")
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        pace = rate_and_eta(self.done, self.total, time.monotonic() - self.phase_started, "items")
+        self.status(f"{self.what}: {self.done:,}/{self.total:,} ({pace})")

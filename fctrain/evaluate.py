@@ -267,28 +267,19 @@ def classification_metrics(regions: torch.Tensor, class_texts: torch.Tensor, cla
     }
 
 
-EVAL_PHASES_BEFORE_METHODS = 2  # reading images, text features
-
-
 def evaluate(model: RGBAClip, tokenizer, options: EvalOptions, device: torch.device, progress: Callable[[str], None] | None = None) -> EvalReport:
-    """`progress(phase)` as each phase begins: reading images, text features, then each method
-    (EVAL_PHASES_BEFORE_METHODS + len(options.methods) phases)."""
     unknown = sorted(set(options.methods) - set(METHODS))
     if unknown:
         from fcdata.errors import UserError
 
         raise UserError(f"unknown eval method {unknown[0]!r}; known: {', '.join(METHODS)}")
     model.eval()
-    if progress:
-        progress("reading images")
     images = load_eval_images(options, model.image_size)
     phrases = [p for image in images for p in image.phrases]
     labels = [name for image in images for name in image.objects]
     classes = list(options.class_names) or sorted({name for name in labels if name})
     results, examples = {}, []
     with torch.no_grad():
-        if progress:
-            progress("text features")
         texts = text_features(model, tokenizer, phrases, options.batch_size, device)
         class_texts = text_features(model, tokenizer, [f"a photo of a {c}." for c in classes], options.batch_size, device) if classes else None
         for method in options.methods:

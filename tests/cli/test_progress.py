@@ -87,3 +87,28 @@ def test_shard_to_a_log_file_writes_periodic_progress_lines(tmp_path):
     image_lines = [line for line in progress if re.search(r"\d+/3,000 images", line)]
     assert len(image_lines) >= 2, text
     assert "\x1b[" not in text  # no terminal control sequences in a log file
+
+
+def test_plain_eval_progress_counts_items_of_a_phase():
+    """The eval benchmarks' start/advance calls become lines with done of total and pace."""
+    from fc.progress import PlainEvalProgress
+
+    stream = io.StringIO()
+    with PlainEvalProgress(stream, interval_s=60) as progress:
+        progress.start(400, "refcoco testA expressions")
+        progress.advance(100)
+    lines = stream.getvalue().splitlines()
+    assert "refcoco testA expressions: 400 to do" in lines[0]
+    assert re.search(r"refcoco testA expressions: 100/400 \(.* items/s, ETA .*\)", lines[-1])
+
+
+def test_plain_phases_name_the_running_phase():
+    """fc eval's per-method callback: each phase announced, the periodic line says for how long."""
+    from fc.progress import PlainPhases
+
+    stream = io.StringIO()
+    with PlainPhases("fc eval", total=2, stream=stream, interval_s=0.02) as phases:
+        phases("whole_image")
+        written = wait_for_lines(stream, 3)
+    assert "whole_image (1/2)" in written[0]
+    assert any(re.search(r"whole_image \(1/2\) for \d+s", line) for line in written[1:])
