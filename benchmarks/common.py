@@ -51,6 +51,9 @@ def machine_info() -> dict:
         "date": datetime.date.today().isoformat(),
         "cpu": _cpu_model(),
         "cores_available": len(os.sched_getaffinity(0)),
+        # Runnable processes (1-minute average) when the run began: above the core count, the
+        # machine was shared and absolute rates are low; ratios within a run still hold.
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "python": sys.version.split()[0],
         "commit": _commit(),
         "pillow_simd": _version("pillow-simd"),
