@@ -331,3 +331,12 @@ def test_fast_and_python_image_paths_agree(tmp_path):
         {"image_id": 3, "stated_width": 0, "stated_height": 0},
         {"image_id": 4, "stated_width": 0, "stated_height": 0},
     ]
+
+
+def test_pretty_printed_files_decode_like_compact_ones(tmp_path):
+    """Newlines inside records (an indented file) reach the reader as such and change nothing."""
+    records = [{"id": i, "regions": [{"region_id": i, "image_id": i, "phrase": f"p {i}", "x": 0, "y": 0, "width": 1, "height": 1}]}
+               for i in range(5)]
+    compact = vg.read_annotation(write(tmp_path / "a.json", json.dumps(records)), "regions")
+    pretty = vg.read_annotation(write(tmp_path / "b.json", json.dumps(records, indent=2)), "regions")
+    assert pretty[0].equals(compact[0]) and compact[0].num_rows == 5
