@@ -19,16 +19,22 @@ def shard(
     work: WorkDir = Path("runs/bench"),
     images: Annotated[int, typer.Option(help="Images in the generated corpus.")] = 1000,
     regions_per_image: Annotated[int, typer.Option(help="Regions per generated image (VG averages ~50).")] = 50,
-    repeats: Annotated[int, typer.Option(help="Runs per case; the best is kept.")] = 3,
+    repeats: Annotated[int, typer.Option(help="Runs per case; medians are reported.")] = 3,
+    annotation_scale: Annotated[
+        float,
+        typer.Option(help="Also time the annotation phase on VG-size files (1 = all 108,077 images, ~1.2 GB) beside json.load and orjson; 0 = skip."),
+    ] = 1.0,
     record: Record = True,
 ) -> None:
-    """Shard throughput per worker vs the codec ceiling and a full-decode baseline.
+    """Shard throughput per worker vs the codec ceiling and a full-decode baseline; the
+    annotation phase at VG's scale vs json.load and orjson, with peak memory.
 
     Example: fc bench shard --images 1000 --repeats 3
     """
     from fcbench.shard import run
 
-    run(vg_root, work, images=images, regions_per_image=regions_per_image, repeats=repeats, save=record)
+    run(vg_root, work, images=images, regions_per_image=regions_per_image, repeats=repeats, save=record,
+        annotation_scale=annotation_scale)
 
 
 @app.command("loader")

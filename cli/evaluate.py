@@ -59,7 +59,9 @@ def evaluate(
         raise UserError("give exactly one of --run RUN or --model DIR")
     if data is None:
         raise UserError(f"--benchmark {benchmark} needs --data DIR")
-    from fc.progress import RichEvalProgress
+    from rich.console import Console
+
+    from fc.progress import PlainEvalProgress, RichEvalProgress, display
     from fc.report import benchmark_table, write_benchmark_outputs
     from fctrain.evaluation import imagenet_s, rec
     from fctrain.evaluation.common import load_eval_model
@@ -84,13 +86,11 @@ def evaluate(
         note = f"run {run} ({checkpoint}): baseline rows on its base CLIP (LoRA off, alpha off)"
     else:
         loaded, tokenizer, note = load_eval_model(model, device)
-    with RichEvalProgress() as progress:
+    with display(Console(stderr=True), RichEvalProgress, PlainEvalProgress) as progress:
         if benchmark == "imagenet-s":
             report = imagenet_s.evaluate_imagenet_s(loaded, tokenizer, options, progress, note, prepared)
         else:
             report = rec.evaluate_rec(loaded, tokenizer, options, progress, note, prepared)
-    from rich.console import Console
-
     Console().print(benchmark_table(report, loaded.base_clip.config.vision_config))
     paths = write_benchmark_outputs(report, out or run or Path("."))
     typer.echo(f"results in {paths[0]}" + (f"; pictures in {paths[1]}" if paths[1] else ""))
@@ -101,6 +101,9 @@ def _vg_regions(run, checkpoint, shards, max_images, max_regions, methods, out, 
 
     if run is None:
         raise UserError("--benchmark vg-regions needs --run RUN (the run's validation shards and base model)")
+    from rich.console import Console
+
+    from fc.progress import PlainPhases, RichPhases, display
     from fc.report import eval_table, write_eval_outputs
     from fctrain.checkpoint import load_trained
     from fctrain.evaluation.regions import evaluate as run_evaluation
@@ -110,9 +113,9 @@ def _vg_regions(run, checkpoint, shards, max_images, max_regions, methods, out, 
         shards=shards or config.data.shards, max_images=max_images or _DEFAULTS.max_images, max_regions=max_regions,
         methods=methods or _DEFAULTS.methods,
     )
-    report = run_evaluation(model, tokenizer, options, model.logit_scale.device)
-    from rich.console import Console
-
+    phases = len(options.methods)
+    with display(Console(stderr=True), lambda: RichPhases("eval", phases), lambda: PlainPhases("fc eval", phases)) as progress:
+        report = run_evaluation(model, tokenizer, options, model.logit_scale.device, progress)
     Console().print(eval_table(report))
     paths = write_eval_outputs(report, out or run)
     typer.echo(f"results in {paths[0]}; pictures in {paths[1]}")

@@ -35,7 +35,7 @@ def shard(
     """
     from rich.console import Console
 
-    from fc.progress import RichShardProgress
+    from fc.progress import PlainShardProgress, RichShardProgress, display
     from fcdata.shard import shard_vg
 
     options = ShardOptions(
@@ -45,7 +45,7 @@ def shard(
         workers=workers,
     )
     console = Console(stderr=True)
-    with RichShardProgress() as progress:
+    with display(console, RichShardProgress, PlainShardProgress) as progress:
         summary = shard_vg(vg_root, out, options, progress)
     report_summary(console, summary, out)
 

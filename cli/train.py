@@ -28,7 +28,9 @@ def train(
     """
     import json
 
-    from fc.progress import RichTrainProgress
+    from rich.console import Console
+
+    from fc.progress import PlainTrainProgress, RichTrainProgress, display
     from fctrain.config import load_config
     from fctrain.train import train as run_training
 
@@ -38,6 +40,6 @@ def train(
     overrides += [f"{key}={json.dumps(str(value)) if isinstance(value, (str, Path)) else value}"
                   for key, value in flags.items() if value is not None]
     settings = load_config(config, overrides)
-    with RichTrainProgress() as progress:
+    with display(Console(stderr=True), RichTrainProgress, PlainTrainProgress) as progress:
         result = run_training(settings, progress)
     typer.echo(f"trained to step {result.step}; checkpoint {result.checkpoint}; metrics in {result.run_dir / 'metrics.jsonl'}")

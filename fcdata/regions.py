@@ -34,11 +34,34 @@ def normalise_phrases(raw: pa.ChunkedArray | pa.Array, max_chars: int) -> Phrase
         for row in np.flatnonzero(too_long):
             texts[row] = _cut_at_word(texts[row], max_chars)
         collapsed = pa.array(texts, pa.string())
-    encoded = pc.utf8_lower(collapsed).dictionary_encode()
-    keys = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    empty = pc.equal(pc.utf8_length(collapsed), 0).to_numpy(zero_copy_only=False)
-    keys[empty] = -1
-    return Phrases(collapsed, keys, whitespace_fixed, too_long)
+    return Phrases(collapsed, phrase_keys(pc.utf8_lower(collapsed)), whitespace_fixed, too_long)
+
+
+def phrase_keys(lowered: pa.Array) -> np.ndarray:
+    """A 63-bit hash of each (lower-cased) phrase, -1 for an empty one.
+
+    A hash rather than a dictionary code: it depends on the phrase alone, so phrases can be keyed
+    in any number of chunks (one per worker) and the keys of one image still compare. Keys are
+    only compared within an image (~50 phrases), where a 63-bit collision has odds of ~10^-16."""
+    lowered = pa.concat_arrays([lowered]) if lowered.offset else lowered  # buffers start at row 0
+    _, offsets, data = lowered.buffers()
+    offsets = np.frombuffer(offsets, np.int32, len(lowered) + 1) if offsets is not None else np.zeros(1, np.int32)
+    data = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return _fnv1a(offsets, data)
+
+
+@njit(cache=True, nogil=True)
+def _fnv1a(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
+    keys = np.empty(offsets.shape[0] - 1, np.int64)
+    for row in range(keys.shape[0]):
+        if offsets[row + 1] == offsets[row]:
+            keys[row] = -1
+            continue
+        value = np.uint64(0xCBF29CE484222325)
+        for position in range(offsets[row], offsets[row + 1]):
+            value = (value ^ np.uint64(data[position])) * np.uint64(0x100000001B3)
+        keys[row] = np.int64(value >> np.uint64(1))
+    return keys
 
 
 def _cut_at_word(text: str, max_chars: int) -> str:

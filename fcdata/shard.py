@@ -55,6 +55,10 @@ FORMAT_VERSION = 1
 class ShardProgress(Protocol):
     def note(self, message: str) -> None: ...  # a phase begins (e.g. reading annotations)
 
+    def annotations(self, name: str, scanned_bytes: int, total_bytes: int, decoded: int, records: int) -> None:
+        """Reading annotation file `name`: bytes scanned of its size, records decoded of
+        `records` (-1 until the scan has counted them). See fcdata.vg.AnnotationProgress."""
+
     def start(self, images: int, shards: int, shards_done: int) -> None: ...
 
     def advance(self, images: int, skipped: int, busy_seconds: float) -> None:
@@ -163,8 +167,11 @@ def _build_tasks(
             zip(images.column("stated_width").to_pylist(), images.column("stated_height").to_pylist()),
         )
     )
-    region_table = annotations.regions
-    phrases = regions.normalise_phrases(region_table.column("phrase"), options.max_phrase_chars)
+    region_table = annotations.regions  # phrases already normalised (by the workers that decoded them)
+    phrase_text = region_table.column("phrase")
+    phrase_keys = region_table.column("phrase_key").to_numpy()
+    whitespace_fixed = region_table.column("whitespace_fixed").to_numpy()
+    long_fixed = region_table.column("long_fixed").to_numpy()
     region_groups = _SortedByImage(region_table.column("image_id").to_numpy())
     region_ids = region_table.column("region_id").to_numpy()
     region_xywh = np.stack([region_table.column(c).to_numpy() for c in "xywh"], axis=1)
@@ -189,10 +196,10 @@ def _build_tasks(
             region_offsets=region_offsets,
             region_ids=region_ids[region_rows],
             region_xywh=region_xywh[region_rows],
-            phrases=phrases.text.take(pa.array(region_rows)).to_pylist(),
-            phrase_keys=phrases.keys[region_rows],
-            whitespace_fixed=phrases.whitespace_fixed[region_rows],
-            long_fixed=phrases.long_fixed[region_rows],
+            phrases=phrase_text.take(pa.array(region_rows)).to_pylist(),
+            phrase_keys=phrase_keys[region_rows],
+            whitespace_fixed=whitespace_fixed[region_rows],
+            long_fixed=long_fixed[region_rows],
             object_offsets=object_offsets,
             object_ids=object_ids[object_rows],
             object_xywh=object_xywh[object_rows],
@@ -699,7 +706,10 @@ def shard_vg(
     with _worker_pool(workers) as pool:
         if progress:
             progress.note("reading annotations")
-        annotations = vg.load_vg(vg_root, pool.pool if pool else None, workers)
+        annotations = vg.load_vg(
+            vg_root, pool.pool if pool else None, workers, options.max_phrase_chars,
+            progress.annotations if progress else None,
+        )
         image_ids = annotations.images.column("image_id").to_numpy()
         plan = plan_shards(image_ids, options)
         config = dict(base_config, inputs=vg.input_fingerprint(annotations.files), plan=list(plan))

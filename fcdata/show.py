@@ -12,7 +12,11 @@ PALETTE = (
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
     (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
 )
-_LINE = 12  # px per caption line with PIL's default font
+# Caption letters per unit of the picture's scale: one size for every picture of a grid (small
+# sources included). A grid of 4 samples at scale 2 is ~3000 px wide and seen at about half size
+# on a screen, where 14 px per unit gives ~14 px letters.
+_FONT_PX_PER_SCALE = 14
+_MIN_CAPTION_EMS = 14  # a narrow picture's caption is at least this many letter heights wide
 
 
 def render_sample(sample: RegionSample, max_regions: int = 8, scale: int = 2):
@@ -31,7 +35,7 @@ def render_sample(sample: RegionSample, max_regions: int = 8, scale: int = 2):
         draw.rectangle(tuple((box * scale).tolist()), outline=PALETTE[k % len(PALETTE)], width=2)
     legend = [(PALETTE[k % len(PALETTE)], sample.phrases[k]) for k in range(count)]
     title = f"image {sample.meta['image_id']}: {len(sample.phrases)} regions"
-    return _with_caption(picture, [((0, 0, 0), title)] + legend)
+    return _with_caption(picture, scale, [((0, 0, 0), title)], legend)
 
 
 def render_box_choice(image: np.ndarray, boxes: np.ndarray, phrase: str, chosen: int, correct: int, scale: int = 3):
@@ -47,7 +51,7 @@ def render_box_choice(image: np.ndarray, boxes: np.ndarray, phrase: str, chosen:
     if chosen != correct:
         draw.rectangle(tuple((boxes[chosen] * scale).tolist()), outline=(230, 30, 30), width=3)
     verdict = "right" if chosen == correct else "wrong (red); right box in green"
-    return _with_caption(picture, [((0, 0, 0), f'"{phrase}"'), ((80, 80, 80), f"choice: {verdict}")])
+    return _with_caption(picture, scale, [((0, 0, 0), f'"{phrase}"'), ((80, 80, 80), f"choice: {verdict}")])
 
 
 def render_labelled(image: np.ndarray, boxes: list[tuple[tuple[int, int, int], np.ndarray]], lines: list[tuple[tuple[int, int, int], str]], max_side: int = 320):
@@ -60,18 +64,59 @@ def render_labelled(image: np.ndarray, boxes: list[tuple[tuple[int, int, int], n
     draw = ImageDraw.Draw(picture)
     for colour, box in boxes:
         draw.rectangle(tuple((np.asarray(box, np.float64) * scale).tolist()), outline=colour, width=2)
-    return _with_caption(picture, lines)
+    return _with_caption(picture, 1, lines)  # 320 px examples: captions at the unscaled font size
 
 
-def _with_caption(picture, lines: list[tuple[tuple[int, int, int], str]]):
+Colour = tuple[int, int, int]
+
+
+def caption_font(scale: int):
+    """Pillow's embedded TrueType face (the same on every machine, no system fonts needed) at the
+    size for pictures drawn at `scale` times their stored size."""
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=_FONT_PX_PER_SCALE * scale)
+
+
+def _wrap(text: str, font, width: float) -> list[str]:
+    """Words of `text` in lines no wider than `width` px (a longer word gets a line of its own)."""
+    lines, line = [], ""
+    for word in text.split():
+        candidate = f"{line} {word}" if line else word
+        if line and font.getlength(candidate) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = candidate
+    return lines + [line] if line or not lines else lines
+
+
+def _with_caption(picture, scale: int, lines: list[tuple[Colour, str]], legend: list[tuple[Colour, str]] = ()):
+    """`picture` above its caption: `lines` in their text colour, then `legend` entries in black,
+    each after a swatch of its colour (light palette colours are unreadable as text on white)."""
     from PIL import Image, ImageDraw
 
-    width = max(picture.width, 8 + 6 * max(len(text) for _, text in lines))
-    canvas = Image.new("RGB", (width, picture.height + _LINE * len(lines) + 8), (255, 255, 255))
+    font = caption_font(scale)
+    size = font.size
+    width = max(picture.width, _MIN_CAPTION_EMS * size)
+    margin = size // 3
+    indent = size + 2 * margin  # legend text starts after its swatch
+    rows: list[tuple[Colour | None, Colour, str, int]] = []  # swatch colour, text colour, text, x
+    for colour, text in lines:
+        rows += [(None, colour, part, margin) for part in _wrap(text, font, width - 2 * margin)]
+    for colour, text in legend:
+        parts = _wrap(text, font, width - indent - margin)
+        rows += [(colour if n == 0 else None, (0, 0, 0), part, indent) for n, part in enumerate(parts)]
+    line_height = round(size * 1.25)
+    canvas = Image.new("RGB", (width, picture.height + line_height * len(rows) + 2 * margin), (255, 255, 255))
     canvas.paste(picture, (0, 0))
     draw = ImageDraw.Draw(canvas)
-    for row, (colour, text) in enumerate(lines):
-        draw.text((4, picture.height + 4 + row * _LINE), text, fill=colour)
+    for row, (swatch, colour, text, x) in enumerate(rows):
+        top = picture.height + margin + row * line_height
+        if swatch is not None:
+            box = (margin, top + size // 8, margin + size, top + size // 8 + size)
+            draw.rectangle(box, fill=swatch, outline=(0, 0, 0))
+        draw.text((x, top), text, fill=colour, font=font)
     return canvas
 
 

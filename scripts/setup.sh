@@ -17,7 +17,7 @@ py="$venv/bin/python"
 "$py" -m pip install --quiet --upgrade pip
 # torch first and pinned: an unpinned torch pulled in by another package may be a multi-GB CUDA build.
 "$py" -m pip install --quiet "$torch_spec"
-"$py" -m pip install --quiet -e ".[dev]"
+"$py" -m pip install --quiet -e ".[dev,bench]"  # bench: orjson, the peer parser fc bench shard measures beside ours
 # PIL last, so nothing installed after it can replace pillow-simd with plain pillow.
 if [ "$pil" = "pillow-simd" ]; then
     if ! "$py" -m pip install --quiet "pillow-simd>=9.5"; then

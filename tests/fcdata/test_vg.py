@@ -29,7 +29,7 @@ def test_json_array_is_split_and_decoded_in_order(tmp_path, monkeypatch, chunks)
     assert [json.loads(data[a:b].tobytes()) for a, b in spans] == ELEMENTS
     pieces = vg._chunks(spans, chunks)
     assert 1 <= len(pieces) <= chunks
-    decoded = [e for a, b in pieces for e in json.loads(b"[" + data[a:b].tobytes() + b"]")]
+    decoded = [e for f, l in pieces for e in json.loads(b"[" + data[spans[f, 0] : spans[l - 1, 1]].tobytes() + b"]")]
     assert decoded == ELEMENTS
 
 
@@ -154,3 +154,189 @@ def test_parallel_parse_equals_serial(tmp_path, monkeypatch):
         parallel = vg.load_vg(root, pool, workers=2)
     assert parallel.regions.equals(serial.regions) and parallel.images.equals(serial.images)
     assert parallel.region_drops == serial.region_drops == {"no_image_record": 30}
+
+
+# ----------------------------------------------------------------------------- the scan vs a reference
+
+
+def reference_spans(text: str) -> list[tuple[int, int]]:
+    """The element spans of a top-level JSON array found by the standard library's decoder
+    (byte offsets of UTF-8 `text`): what the numba scan must reproduce."""
+    decoder = json.JSONDecoder()
+    raw = text.encode()
+    spans, position = [], raw.index(b"[") + 1
+    while True:
+        while raw[position : position + 1].isspace():
+            position += 1
+        if raw[position : position + 1] == b"]":
+            return spans
+        start = position
+        _, stop_chars = decoder.raw_decode(text, len(raw[:start].decode()))
+        stop = len(text[:stop_chars].encode())
+        spans.append((start, stop))
+        position = stop
+        while raw[position : position + 1].isspace():
+            position += 1
+        if raw[position : position + 1] == b",":
+            position += 1
+
+
+TRICKY_STRINGS = ['say "hi", [ok]', "\\", "\\\"", "]}],[{", "tab\tnew\nline", "é ü 🌧", "", "\\u005d"]
+
+
+@pytest.mark.parametrize("spacing", ["", " ", "\n  ", "\t\r\n"])
+def test_scan_equals_the_json_module_on_tricky_json(spacing):
+    """Escaped quotes and backslashes, brackets and commas inside strings, nested arrays and
+    objects, non-ASCII and any whitespace between tokens: the scan finds the spans json does."""
+    elements = [
+        {"phrase": s, "nested": [[1, [2, {"k": s}]], []], "n": -1.5e3} for s in TRICKY_STRINGS
+    ] + TRICKY_STRINGS + [[[[]]], {}, 0, None, True, 12345678901234567890]
+    separator = f"{spacing},{spacing}"
+    text = f"{spacing}[{spacing}" + separator.join(
+        json.dumps(e, ensure_ascii=False, separators=(f"{spacing},{spacing}", f"{spacing}:{spacing}")) for e in elements
+    ) + f"{spacing}]{spacing}"
+    spans, error, _ = vg.json_array_elements(np.frombuffer(text.encode(), np.uint8))
+    assert error == 0
+    assert [tuple(span) for span in spans.tolist()] == reference_spans(text)
+
+
+def test_scan_resumes_across_its_output_buffer(monkeypatch):
+    """More elements than one kernel call holds: the scan refills its buffer and loses none."""
+    monkeypatch.setattr(vg, "_SPANS_PER_CALL", 3)
+    elements = [{"i": i, "s": "a,]" * (i % 3)} for i in range(10)]
+    text = json.dumps(elements)
+    reported = []
+    spans, error, _ = vg.json_array_elements(np.frombuffer(text.encode(), np.uint8), reported.append)
+    assert error == 0 and [tuple(s) for s in spans.tolist()] == reference_spans(text)
+    assert reported == sorted(reported) and len(reported) == 4 and reported[-1] == len(text)
+
+
+# ----------------------------------------------------------------------------- the two decoding paths
+
+
+def decode_both(tmp_path, records, kind):
+    """One chunk through pyarrow's reader and through json.loads: the two batches."""
+    path = write(tmp_path / f"{kind}.json", json.dumps(records))
+    data = np.fromfile(path, np.uint8)
+    spans, error, _ = vg.json_array_elements(data)
+    assert error == 0
+    text = data[spans[0, 0] : spans[-1, 1]].copy()
+    fast = vg._FAST_CONVERTERS[kind](vg._decode_fast(text, spans - spans[0, 0], kind))
+    slow = vg._CONVERTERS[kind](json.loads(path.read_text()))
+    return fast, slow
+
+
+def test_fast_and_python_region_paths_agree(tmp_path):
+    """Every release's spellings, nulls standing for absent keys, floats and ids beyond 32 bits,
+    records without regions and bad regions: the reader's path and json.loads's give the same
+    columns and the same drop counts."""
+    records = [
+        {"id": 1, "regions": [
+            {"region_id": 2**40, "image_id": 1, "phrase": "a \"cat\"", "x": 1, "y": 2.5, "width": 3, "height": 4},
+            {"id": 7, "image": 1, "phrase": "v1.0 names", "x": 0, "y": 0, "width": 1e3, "height": 2},
+            {"region_id": 8, "phrase": "no image id: the record's", "x": 0, "y": 0, "width": 1, "height": 1},
+            {"region_id": None, "id": 9, "image_id": None, "image": 1, "phrase": "nulls are absent", "x": 0, "y": 0, "width": 1, "height": 1},
+            {"region_id": 10, "image_id": 1, "x": 0, "y": 0, "width": 1, "height": 1},
+            {"region_id": 11, "image_id": 1, "phrase": None, "x": 0, "y": 0, "width": 1, "height": 1},
+            {"region_id": 12, "image_id": 1, "phrase": "no y", "x": 0, "width": 1, "height": 1},
+            None,
+        ]},
+        {"image_id": 3, "regions": [{"region_id": 13, "phrase": "record id spelt image_id", "x": 0, "y": 0, "width": 1, "height": 1}]},
+        {"id": 4},
+        {"id": 5, "regions": None},
+        {"id": 6, "regions": [], "extra": {"ignored": [1, 2]}},
+    ]
+    (fast, fast_drops), (slow, slow_drops) = decode_both(tmp_path, records, "regions")
+    assert fast.to_pylist() == slow.to_pylist()
+    assert fast.column("region_id").to_pylist() == [2**40, 7, 8, 9, 13]
+    assert fast_drops == slow_drops == {reasons.DROP_BAD_RECORD: 4}
+
+
+def test_fast_and_python_object_paths_agree(tmp_path):
+    """names as a list (1.4), name as a string (1.0/1.2) or object_names; synsets missing, null
+    or holding nulls; objects without an id or a coordinate are left out by both paths."""
+    records = [
+        {"image_id": 1, "objects": [
+            {"object_id": 1, "x": 1, "y": 2, "w": 3, "h": 4, "names": [" cat ", None], "synsets": ["cat.n.01", None]},
+            {"id": 2, "x": 1, "y": 2, "w": 3, "h": 4, "name": "dog"},
+            {"object_id": 3, "x": 1, "y": 2, "w": 3, "h": 4, "object_names": ["cup"], "synsets": None},
+            {"object_id": 4, "x": 1, "y": 2, "w": 3, "h": 4, "names": None, "name": "fallback"},
+            {"object_id": 5, "x": 1, "y": 2, "w": 3, "h": 4, "names": []},
+            {"object_id": None, "x": 1, "y": 2, "w": 3, "h": 4, "names": ["no id"]},
+            {"object_id": 6, "y": 2, "w": 3, "h": 4, "names": ["no x"]},
+        ]},
+        {"id": 2, "objects": [{"object_id": 7, "x": 0, "y": 0, "w": 1, "h": 1, "names": ["v1.0 record id"]}]},
+        {"objects": [{"object_id": 8, "x": 0, "y": 0, "w": 1, "h": 1, "names": ["no record id"]}]},
+    ]
+    (fast, _), (slow, _) = decode_both(tmp_path, records, "objects")
+    assert vg._clean_names(fast).to_pylist() == vg._clean_names(slow).to_pylist()
+    cleaned = vg._clean_names(fast)
+    assert cleaned.column("object_id").to_pylist() == [1, 2, 3, 4, 5, 7]
+    assert cleaned.column("names").to_pylist() == [["cat"], ["dog"], ["cup"], ["fallback"], [], ["v1.0 record id"]]
+    assert cleaned.column("synsets").to_pylist() == [["cat.n.01"], [], [], [], [], []]
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (b'[{"id": 1, "regions": [{"region_id": 1, "image_id": 1, "phrase": "p", "x": "abc", "y": 0, "width": 1, "height": 1}]}]', "counted"),
+        (b'[{"id": 1, "regions": [{"region_id": 1, "image_id": 1, "phrase": "p", "x": true, "y": 0, "width": 1, "height": 1}]}]', "counted"),
+        (b'[{"id": 1, "regions": [{"region_id": 1, "image_id": 1, "phrase": "p", "x": NaN, "y": 0, "width": 1, "height": 1}]}]', "kept"),
+        (b'[{"id": 1, "regions": [{"region_id": 1, "image_id": 1, "phrase": "\xff", "x": 0, "y": 0, "width": 1, "height": 1}]}]', "invalid JSON"),
+        (b'[{"id": 1, "regions": []} {"id": 2, "regions": []}]', "invalid JSON"),
+        (b'[{"id": 1, "regions": [{"phrase": "tab\tinside", "region_id": 1}]}]', "invalid JSON"),
+    ],
+)
+def test_what_the_reader_refuses_the_python_path_decides(tmp_path, raw, expected):
+    """Values the reader will not type (VG's "x": "abc"), JSON it accepts but json.loads does not
+    (invalid UTF-8, two objects in one element, raw control characters): the chunk goes down
+    the Python path, which counts the bad region or names the file."""
+    path = tmp_path / "r.json"
+    path.write_bytes(raw)
+    if expected == "invalid JSON":
+        with pytest.raises(UserError, match="r.json: invalid JSON"):
+            vg.read_annotation(path, "regions")
+        return
+    table, drops = vg.read_annotation(path, "regions")
+    assert (table.num_rows, dict(drops)) == ((0, {reasons.DROP_BAD_RECORD: 1}) if expected == "counted" else (1, {}))
+
+
+def test_phrase_keys_do_not_depend_on_the_chunking(tmp_path, monkeypatch):
+    """Keys are a hash of the lower-cased phrase, so a phrase has the same key whichever chunk
+    (worker) decoded it, and equal-ignoring-case phrases share it."""
+    records = [{"id": i, "regions": [{"region_id": i, "image_id": i, "phrase": p, "x": 0, "y": 0, "width": 1, "height": 1}]}
+               for i, p in enumerate(["Red car", "red  car", "blue bus", "RED CAR", "", "blue bus"] * 5)]
+    path = write(tmp_path / "r.json", json.dumps(records))
+    keyed = []
+    for pieces in (1, 7):
+        monkeypatch.setattr(vg, "_CHUNKS_PER_WORKER", pieces)
+        keyed.append(vg.read_annotation(path, "regions")[0].column("phrase_key").to_pylist())
+    assert keyed[0] == keyed[1]
+    assert keyed[0][0] == keyed[0][1] == keyed[0][3] != keyed[0][2] == keyed[0][5] and keyed[0][4] == -1
+
+
+def test_fast_and_python_image_paths_agree(tmp_path):
+    """image_id or id, sizes missing, null, zero or negative (0 = not stated), records without an id."""
+    records = [
+        {"image_id": 1, "width": 800, "height": 600, "url": "u"},
+        {"id": 2, "width": 0, "height": -3},
+        {"image_id": None, "id": 3, "width": None},
+        {"width": 5, "height": 5},
+        {"image_id": 4, "coco_id": None, "flickr_id": 12},
+    ]
+    (fast, _), (slow, _) = decode_both(tmp_path, records, "images")
+    assert fast.to_pylist() == slow.to_pylist() == [
+        {"image_id": 1, "stated_width": 800, "stated_height": 600},
+        {"image_id": 2, "stated_width": 0, "stated_height": 0},
+        {"image_id": 3, "stated_width": 0, "stated_height": 0},
+        {"image_id": 4, "stated_width": 0, "stated_height": 0},
+    ]
+
+
+def test_pretty_printed_files_decode_like_compact_ones(tmp_path):
+    """Newlines inside records (an indented file) reach the reader as such and change nothing."""
+    records = [{"id": i, "regions": [{"region_id": i, "image_id": i, "phrase": f"p {i}", "x": 0, "y": 0, "width": 1, "height": 1}]}
+               for i in range(5)]
+    compact = vg.read_annotation(write(tmp_path / "a.json", json.dumps(records)), "regions")
+    pretty = vg.read_annotation(write(tmp_path / "b.json", json.dumps(records, indent=2)), "regions")
+    assert pretty[0].equals(compact[0]) and compact[0].num_rows == 5
