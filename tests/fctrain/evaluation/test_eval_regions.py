@@ -112,8 +112,8 @@ def _tint_towards(pixels: np.ndarray, colour) -> float:
 
 
 def test_sample_picture_tints_each_mask_outlines_its_box_and_lists_its_phrase():
-    """render_sample: region k's pixels tinted in colour k, its box outlined in it, its phrase in that
-    colour in the legend; pixels of no region untouched."""
+    """render_sample: region k's pixels tinted in colour k, its box outlined in it, a swatch of that
+    colour beside its phrase in the legend; pixels of no region untouched."""
     from fcdata.show import PALETTE
 
     image = np.zeros((20, 30, 3), np.uint8)
@@ -128,11 +128,11 @@ def test_sample_picture_tints_each_mask_outlines_its_box_and_lists_its_phrase():
     assert np.abs(picture[16, 16] - (tint[0] * 0.55 + tint[1])).max() <= 2  # both (8, 8)
     assert picture[36, 50].tolist() == [0, 0, 0]  # no region (18, 25)
     assert picture[0, 10].tolist() == list(PALETTE[0]) and picture[29, 40].tolist() == list(PALETTE[1])  # outlines
-    assert picture.shape[0] == 40 + 3 * 12 + 8 and picture.shape[1] >= 60  # the image at scale 2, title, two phrases
-    legend = picture[40 + 4 :]
-    assert _tint_towards(legend[:12], (0, 0, 0)) > 0.99  # the title in black
-    for k in range(2):
-        assert _tint_towards(legend[12 * (k + 1) : 12 * (k + 2)], PALETTE[k]) > 0.99
+    caption = picture[40:]  # below the image at scale 2
+    swatch_rows = [np.flatnonzero(np.all(caption == PALETTE[k], axis=2).sum(axis=1) >= 8) for k in range(2)]
+    assert all(len(rows) >= 8 for rows in swatch_rows)  # a filled swatch of each region's colour
+    assert swatch_rows[0].max() < swatch_rows[1].min()  # in the regions' order
+    assert _tint_towards(caption[: swatch_rows[0].min()], (0, 0, 0)) > 0.99  # the title above them, in black
 
 
 @pytest.mark.parametrize("chosen", [0, 1])
