@@ -142,7 +142,7 @@ def _text_rows(device: torch.device, batch: int, dtype: torch.dtype | None, toke
     ids = torch.randint(1, 49406, (batch, tokens))
     ids[:, -1] = 49407
     mask = torch.ones_like(ids)
-    cache = TextEmbeddingCache(store_device=device)
+    cache = TextEmbeddingCache()
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
     def forward() -> None:
