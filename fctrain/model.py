@@ -482,7 +482,9 @@ class TextEmbeddingCache:
 
         def compute(missing: list[str]) -> torch.Tensor:
             batch = tokenizer(missing, padding="longest", truncation=True, return_tensors="pt")
-            return model.encode_text(_to(batch["input_ids"], device), _to(batch["attention_mask"], device))
+            if tokenizer.padding_side != "right":
+                return model.encode_text(_to(batch["input_ids"], device), _to(batch["attention_mask"], device))
+            return _encode_right_padded(model, _to(batch["input_ids"], device))
 
         return self._lookup(list(texts), compute, torch.device(device))
 
@@ -496,9 +498,8 @@ class TextEmbeddingCache:
 
         def compute(missing: list[bytes]) -> torch.Tensor:
             rows = [torch.from_numpy(np.frombuffer(key, np.int64).copy()) for key in missing]
-            ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # M x T', padded with 0 under mask 0
-            mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(r) for r in rows], batch_first=True)
-            return model.encode_text(_to(ids, device), _to(mask, device))
+            ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # M x T', right-padded with 0
+            return _encode_right_padded(model, _to(ids, device))
 
         return self._lookup(keys, compute, torch.device(device))
 
@@ -559,6 +560,13 @@ class TextEmbeddingCache:
         table[: old.shape[0]] = old  # a device-to-device copy, queued like any kernel
         self._free.extend(range(capacity - 1, old.shape[0] - 1, -1))
         self._table = table
+
+
+def _encode_right_padded(model: RGBAClip, input_ids: torch.Tensor) -> torch.Tensor:
+    """Text features of right-padded captions without a padding mask. CLIP's text tower is causal
+    and pools at the end token, so padding after it changes nothing; given a mask, transformers
+    asks `mask.all()` (a device sync) and SDPA runs a masked kernel instead of its causal one."""
+    return model.encode_text(input_ids, None)
 
 
 def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
