@@ -14,7 +14,9 @@ process with a time budget; a stage that overruns is killed and the run goes on:
 
 OUT/gpu_check.json holds every stage's result or error (rewritten after each stage, so a run cut
 short keeps what finished) and the issue's targets beside the measured numbers; OUT/<stage>.log
-holds each stage's output. `--cpu` runs the same stages at tiny sizes on CPU (a test runs it).
+holds each stage's output. Nothing else goes to OUT (the device tool brings back 8 files at most):
+stages work in a scratch folder that is removed at the end. `--cpu` runs the same stages at tiny
+sizes on CPU (a test runs it).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", action="store_true", help="the same stages at tiny sizes on CPU")
     parser.add_argument("--stages", default=",".join(BUDGETS_S), help="comma-separated subset, in order")
     parser.add_argument("--stage", help=argparse.SUPPRESS)  # internal: run one stage in this process
+    parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)  # internal: the stage's work folder
     args = parser.parse_args(argv)
     if args.stage:
-        return run_stage(args.stage, args.out, args.cpu)
+        return run_stage(args.stage, args.scratch, args.cpu)
     return check(args.out, args.cpu, [s for s in args.stages.split(",") if s])
 
 
@@ -93,21 +97,26 @@ def check(out: Path, cpu: bool, stages: list[str], budgets: dict[str, float] | N
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"mode": "cpu" if cpu else "cuda", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "budgets_s": {s: budgets[s] for s in stages}, "stages": {}}
-    for stage in stages:
-        print(f"gpu_check: {stage} (budget {budgets[stage]} s)", flush=True)
-        report["stages"][stage] = outcome = _run_child(stage, out, cpu, budgets[stage])
-        print(f"gpu_check: {stage} {outcome['status']} in {outcome['seconds']} s", flush=True)
-        report["summary"] = summarise(report["stages"])
-        _write_json(out / RESULT, report)
+    scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    try:
+        for stage in stages:
+            print(f"gpu_check: {stage} (budget {budgets[stage]} s)", flush=True)
+            report["stages"][stage] = outcome = _run_child(stage, out, scratch, cpu, budgets[stage])
+            print(f"gpu_check: {stage} {outcome['status']} in {outcome['seconds']} s", flush=True)
+            report["summary"] = summarise(report["stages"])
+            _write_json(out / RESULT, report)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     failed = [s for s, o in report["stages"].items() if o["status"] != "ok"]
     print(f"gpu_check: wrote {out / RESULT}" + (f"; not ok: {', '.join(failed)}" if failed else "; all stages ok"))
     return 1 if failed else 0
 
 
-def _run_child(stage: str, out: Path, cpu: bool, budget_s: float) -> dict:
+def _run_child(stage: str, out: Path, scratch: Path, cpu: bool, budget_s: float) -> dict:
     """One stage in its own process group, killed with everything it started when over budget."""
-    command = [sys.executable, "-m", "fcbench.gpu_check", str(out), "--stage", stage] + (["--cpu"] if cpu else [])
-    stage_file = out / f"{stage}.json"
+    command = [sys.executable, "-m", "fcbench.gpu_check", str(out), "--stage", stage, "--scratch", str(scratch)]
+    command += ["--cpu"] if cpu else []
+    stage_file = scratch / f"{stage}.json"
     stage_file.unlink(missing_ok=True)
     started = time.perf_counter()
     with open(out / f"{stage}.log", "w") as log:
@@ -156,8 +165,8 @@ def _write_json(path: Path, data: dict) -> None:
 # ----------------------------------------------------------------------------- the stages
 
 
-def run_stage(stage: str, out: Path, cpu: bool) -> int:
-    """In the child: run one stage and write OUT/<stage>.json."""
+def run_stage(stage: str, scratch: Path, cpu: bool) -> int:
+    """In the child: run one stage in the scratch folder and write its result there (<stage>.json)."""
     import torch
 
     if not cpu and not torch.cuda.is_available():
@@ -165,12 +174,12 @@ def run_stage(stage: str, out: Path, cpu: bool) -> int:
         return 1
     sizes = CPU if cpu else GPU
     result = {"env": env_stage, "gpu_tests": tests_stage, "step": step_stage, "loader": loader_stage,
-              "train": train_stage}[stage](out, sizes, cpu)
-    _write_json(out / f"{stage}.json", result)
+              "train": train_stage}[stage](scratch, sizes, cpu)
+    _write_json(scratch / f"{stage}.json", result)
     return 0
 
 
-def env_stage(out: Path, sizes: Sizes, cpu: bool) -> dict:
+def env_stage(scratch: Path, sizes: Sizes, cpu: bool) -> dict:
     import torch
 
     from fcbench.common import machine_info
@@ -214,14 +223,14 @@ def matmul_tflops(n: int, device, warmup: int = 3, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - started) / 1e12
 
 
-def tests_stage(out: Path, sizes: Sizes, cpu: bool) -> dict:
+def tests_stage(scratch: Path, sizes: Sizes, cpu: bool) -> dict:
     """pytest -m gpu -x; counts and the failures from its JUnit XML. On CPU they skip: the stage
     then shows only that the plumbing works (their CPU variants run in the normal suite), so it
     collects only the GPU test module there instead of the whole suite."""
     import xml.etree.ElementTree as ElementTree
 
     root = Path(__file__).resolve().parent.parent
-    report = out / "gpu_tests.xml"
+    report = scratch / "gpu_tests.xml"
     command = [sys.executable, "-m", "pytest", "-m", "gpu", "-x", "-q", "-p", "no:cacheprovider",
                f"--junitxml={report}", str(root / "tests" / ("fctrain/test_gpu.py" if cpu else ""))]
     code = subprocess.run(command, cwd=root).returncode
@@ -239,32 +248,32 @@ def tests_stage(out: Path, sizes: Sizes, cpu: bool) -> dict:
     return dict(counts, passed=passed, exit_code=code, failures=failures, failed=code not in (0, 5))
 
 
-def _peak_tflops(out: Path) -> float | None:
+def _peak_tflops(scratch: Path) -> float | None:
     """The env stage's measured peak, if it ran: MFU of this run is against this machine's peak."""
-    env = out / "env.json"
+    env = scratch / "env.json"
     return json.loads(env.read_text()).get("bf16_matmul_tflops") if env.exists() else None
 
 
-def step_stage(out: Path, sizes: Sizes, cpu: bool) -> dict:
+def step_stage(scratch: Path, sizes: Sizes, cpu: bool) -> dict:
     from fcbench.step import sweep
 
     rows = sweep(batches=sizes.batches, image_size=sizes.image_size, steps=sizes.bench_steps,
                  device="cpu" if cpu else "cuda", arch=sizes.arch,
-                 peak_tflops=None if cpu else _peak_tflops(out), memory_cap_gib=None if cpu else 16.0, save=False)
-    return {"rows": rows, "peak_tflops": _peak_tflops(out)}
+                 peak_tflops=None if cpu else _peak_tflops(scratch), memory_cap_gib=None if cpu else 16.0, save=False)
+    return {"rows": rows, "peak_tflops": _peak_tflops(scratch)}
 
 
-def loader_stage(out: Path, sizes: Sizes, cpu: bool) -> dict:
+def loader_stage(scratch: Path, sizes: Sizes, cpu: bool) -> dict:
     from fcbench.loader import run
 
-    work = out / "work-loader"
+    work = scratch / "work-loader"
     rows = run(None, work, images=sizes.loader_images, size=sizes.image_size, batch_size=sizes.loader_batch,
                workers=(sizes.loader_workers,), repeats=1, save=False, views=sizes.loader_views)
     shutil.rmtree(work, ignore_errors=True)
     return {"rows": rows, "gpu_decode": "not available: the loader decodes JPEGs on the CPU workers"}
 
 
-def train_stage(out: Path, sizes: Sizes, cpu: bool) -> dict:
+def train_stage(scratch: Path, sizes: Sizes, cpu: bool) -> dict:
     """fc train's library call on generated shards, then a resume from the first checkpoint; the
     resumed run's losses beside the uninterrupted run's (exactness is asserted by the GPU tests)."""
     from fcdata.options import ShardOptions, SynthOptions
@@ -273,7 +282,7 @@ def train_stage(out: Path, sizes: Sizes, cpu: bool) -> dict:
     from fctrain.config import load_config
     from fctrain.train import train
 
-    work = out / "work-train"
+    work = scratch / "work-train"
     shutil.rmtree(work, ignore_errors=True)
     generate_vg(work / "vg", SynthOptions(num_images=sizes.train_images, seed=0, long_side_px=(300, 400),
                                           workers=1 if cpu else 0))
