@@ -44,10 +44,12 @@ def test_a_stage_over_its_budget_is_stopped_and_reported(tmp_path):
     assert report["summary"]["stages"] == {"env": "timeout"}
 
 
-def test_unknown_stage_is_refused(tmp_path, capsys):
-    """A misspelt stage name stops before anything runs, naming the stages."""
-    assert gpu_check.check(tmp_path / "out", cpu=True, stages=["enviroment"]) == 2
-    assert "env, gpu_tests" in capsys.readouterr().err and not (tmp_path / "out").exists()
+def test_unknown_stage_is_refused_in_one_line(tmp_path):
+    """A misspelt stage name stops before anything runs: one line naming the stages, exit code 1."""
+    done = subprocess.run([sys.executable, "-m", "fc", "bench", "gpu-check", str(tmp_path / "out"), "--stages", "enviroment"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "env, gpu_tests" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_summary_reads_the_cuda_only_rows():

@@ -72,11 +72,14 @@ def inputs(device: str, batch: int = 4, size: int = 32):
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.nn.functional.cosine_similarity(a.detach().float().flatten(), b.detach().float().flatten(), dim=0))
+    a, b = a.detach().float().flatten(), b.detach().float().flatten()
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30))
+    """|a - b| / |b| (Frobenius): a difference relative to the magnitude of what is compared."""
+    a, b = a.detach().float(), b.detach().float()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
 # ------------------------------------------------------------------------------------- precision
