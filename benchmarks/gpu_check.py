@@ -106,6 +106,9 @@ def check(out: Path, cpu: bool, stages: list[str], budgets: dict[str, float] | N
     report: dict = {"mode": "cpu" if cpu else "cuda", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "budgets_s": {s: budgets[s] for s in stages}, "stages": {}}
     scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    # Stages run in sessions of their own (so a stage is killed with all it started); a SIGTERM to
+    # this process must still take the running stage down rather than leave it on the GPU.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         for stage in stages:
             print(f"gpu_check: {stage} (budget {budgets[stage]} s)", flush=True)
@@ -114,6 +117,7 @@ def check(out: Path, cpu: bool, stages: list[str], budgets: dict[str, float] | N
             report["summary"] = summarise(report["stages"])
             _write_json(out / RESULT, report)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(scratch, ignore_errors=True)
     failed = [s for s, o in report["stages"].items() if o["status"] != "ok"]
     print(f"gpu_check: wrote {out / RESULT}" + (f"; not ok: {', '.join(failed)}" if failed else "; all stages ok"))
@@ -136,6 +140,9 @@ def _run_child(stage: str, out: Path, scratch: Path, cpu: bool, budget_s: float)
         except subprocess.TimeoutExpired:
             _kill_group(child)
             code, status = None, "timeout"
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): the stage goes with us
+            _kill_group(child)
+            raise
     outcome: dict = {"status": status, "seconds": round(time.perf_counter() - started, 1), "budget_s": budget_s,
                      "exit_code": code, "log": f"{stage}.log"}
     if stage_file.exists():
@@ -145,6 +152,10 @@ def _run_child(stage: str, out: Path, scratch: Path, cpu: bool, budget_s: float)
     if status != "ok":
         outcome["error"] = "over its time budget; stopped" if status == "timeout" else _tail(out / f"{stage}.log")
     return outcome
+
+
+def _exit_on_sigterm(number, frame) -> None:
+    raise SystemExit(128 + number)
 
 
 def _kill_group(child: subprocess.Popen) -> None:
