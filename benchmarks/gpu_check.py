@@ -150,7 +150,8 @@ def _run_child(stage: str, out: Path, scratch: Path, cpu: bool, budget_s: float)
         if outcome["result"].get("failed"):  # the stage ran but what it checks did not pass
             outcome["status"] = "failed" if status == "ok" else status
     if status != "ok":
-        outcome["error"] = "over its time budget; stopped" if status == "timeout" else _tail(out / f"{stage}.log")
+        # Where it stopped or failed: the end of its log.
+        outcome["error"] = ("over its time budget; stopped. " if status == "timeout" else "") + _tail(out / f"{stage}.log")
     return outcome
 
 
@@ -159,16 +160,17 @@ def _exit_on_sigterm(number, frame) -> None:
 
 
 def _kill_group(child: subprocess.Popen) -> None:
-    for sig, wait_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+    """SIGTERM to the stage's whole process group (its pytest, loader workers...), 5 s to go,
+    then SIGKILL to whatever is left of the group."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(child.pid, sig)
-        except ProcessLookupError:
+        except ProcessLookupError:  # nothing left in the group
             return
         try:
-            child.wait(timeout=wait_s)
-            return
+            child.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            continue
+            pass
 
 
 def _tail(path: Path, lines: int = 15) -> str:
