@@ -417,6 +417,8 @@ def summarise(stages: dict) -> dict:
             "loader_samples_per_s": feed,
             # > 1: the loader outruns the step it feeds; the wait the trainer measured is below.
             "loader_over_step_consumption": round(feed / consume, 2) if feed and consume else None,
+            # The wait a loader this fast would leave a step consuming this fast: 1 - feed / consumption.
+            "loader_predicted_wait_fraction": round(max(0.0, 1 - feed / consume), 3) if feed and consume else None,
             "train_data_wait_fraction": result("train").get("data_wait_fraction"),
             "train_data_wait_fraction_median": result("train").get("data_wait_fraction_median"),
             "train_samples_per_s": result("train").get("samples_per_s"),

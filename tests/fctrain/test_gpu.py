@@ -444,14 +444,14 @@ def test_training_steps_never_make_the_host_wait_for_the_device(shard_dir, tmp_p
 
 @pytest.mark.parametrize("device", DEVICES_TRAINING)
 def test_the_sync_guard_catches_a_planted_sync(shard_dir, tmp_path, monkeypatch, device):
-    """The harness above is not vacuous: one float(loss) in step 3 fails the run."""
+    """The harness above is not vacuous: one read of the loss on the host in step 3 fails the run."""
     real, calls = train_module.region_contrastive_loss, {"n": 0}
 
     def reads_the_loss(*args, **kwargs):
         calls["n"] += 1
         loss = real(*args, **kwargs)
         if calls["n"] == 3:
-            float(loss)
+            float(loss.detach())  # a device-to-host read, as a stray .item() would be
         return loss
 
     monkeypatch.setattr(train_module, "region_contrastive_loss", reads_the_loss)
