@@ -484,7 +484,7 @@ class TextEmbeddingCache:
             batch = tokenizer(missing, padding="longest", truncation=True, return_tensors="pt")
             if tokenizer.padding_side != "right":
                 return model.encode_text(_to(batch["input_ids"], device), _to(batch["attention_mask"], device))
-            return _encode_right_padded(model, _to(batch["input_ids"], device))
+            return encode_right_padded(model, _to(batch["input_ids"], device))
 
         return self._lookup(list(texts), compute, torch.device(device))
 
@@ -499,7 +499,7 @@ class TextEmbeddingCache:
         def compute(missing: list[bytes]) -> torch.Tensor:
             rows = [torch.from_numpy(np.frombuffer(key, np.int64).copy()) for key in missing]
             ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # M x T', right-padded with 0
-            return _encode_right_padded(model, _to(ids, device))
+            return encode_right_padded(model, _to(ids, device))
 
         return self._lookup(keys, compute, torch.device(device))
 
@@ -562,10 +562,10 @@ class TextEmbeddingCache:
         self._table = table
 
 
-def _encode_right_padded(model: RGBAClip, input_ids: torch.Tensor) -> torch.Tensor:
-    """Text features of right-padded captions without a padding mask. CLIP's text tower is causal
-    and pools at the end token, so padding after it changes nothing; given a mask, transformers
-    asks `mask.all()` (a device sync) and SDPA runs a masked kernel instead of its causal one."""
+def encode_right_padded(model: RGBAClip, input_ids: torch.Tensor) -> torch.Tensor:
+    """Text features of right-padded captions (B x T ids) without a padding mask. CLIP's text
+    tower is causal and pools at the end token, so padding after it changes nothing; given a mask,
+    transformers asks `mask.all()` (a device sync) and SDPA runs a masked kernel, not its causal one."""
     return model.encode_text(input_ids, None)
 
 

@@ -429,15 +429,17 @@ def _amp_for(device: str) -> str:
 
 
 @pytest.mark.parametrize("device", DEVICES_TRAINING)
-def test_training_steps_never_make_the_host_wait_for_the_device(shard_dir, tmp_path, monkeypatch, device):
-    """Steps 2-8 (next batch from the prefetcher, forward with the text cache, backward, clipping,
-    scaler, AdamW, scheduler, loss bookkeeping) run under torch.cuda.set_sync_debug_mode("error");
-    only the log, validation and checkpoint steps read the device."""
+@pytest.mark.parametrize("text_cache", ["true", "false"])
+def test_training_steps_never_make_the_host_wait_for_the_device(shard_dir, tmp_path, monkeypatch, device, text_cache):
+    """Steps 2-8 (next batch from the prefetcher, forward with the text cache or the text tower,
+    backward, clipping, scaler, AdamW, scheduler, loss bookkeeping) run under
+    torch.cuda.set_sync_debug_mode("error"); only the log, validation and checkpoint steps read
+    the device."""
     with SyncGuard(device) as guard:
         counts = _guard_training_steps(monkeypatch, guard)
         result = train(config_for(
             shard_dir, tmp_path / "run", device, _amp_for(device), "run.steps=8", "run.log_every=3",
-            "run.val_every=4", "run.val_batches=1", "checkpoint.every_steps=5", "model.text_cache=true",
+            "run.val_every=4", "run.val_batches=1", "checkpoint.every_steps=5", f"model.text_cache={text_cache}",
         ))
     assert result.step == 8 and counts["guarded_steps"] == 7 and result.metrics["nonfinite_steps"] == 0
 

@@ -440,3 +440,18 @@ def cache_free(model, tokenizer, text: str) -> torch.Tensor:
     batch = tokenizer([text], return_tensors="pt")
     with torch.no_grad():
         return model.encode_text(batch["input_ids"], batch["attention_mask"])[0]
+
+
+def test_right_padded_captions_encode_the_same_without_a_mask(tiny_dir):
+    """The causal text tower pools at the end token, so right padding needs no mask: the text
+    cache and the trainer encode without one (a mask makes transformers sync on mask.all())."""
+    from fctrain.model import encode_right_padded
+
+    model, tokenizer = fresh(tiny_dir)
+    batch = tokenizer(["a tall tree", "a man riding a horse on the beach", "a dog"], padding=True, return_tensors="pt")
+    assert tokenizer.padding_side == "right" and not batch["attention_mask"].all()
+    with torch.no_grad():
+        masked = model.encode_text(batch["input_ids"], batch["attention_mask"])
+        unmasked = encode_right_padded(model, batch["input_ids"])
+    for row, expected in zip(unmasked, masked):
+        assert torch.nn.functional.cosine_similarity(row, expected, dim=0) > 1 - 1e-5
