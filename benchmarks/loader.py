@@ -122,8 +122,10 @@ def ensure_shards(work_dir: Path, images: int, seed: int = 0) -> Path:
 
 def run(
     shard_dir: Path | None, work_dir: Path, images: int = 1000, size: int = 224, batch_size: int = 128,
-    workers: tuple[int, ...] = (1, 2), repeats: int = 3, save: bool = True,
+    workers: tuple[int, ...] = (1, 2), repeats: int = 3, save: bool = True, views: int | None = None,
 ) -> list[dict]:
+    """`views`: how many views each case is timed over (default: half the corpus' views, at most
+    4000); the stream is endless, so more than the corpus holds is fine (many workers need it)."""
     from fcdata.loader import RegionStream, make_loader, resolve_shards
     from fcdata.options import LoaderOptions
     from fcdata.reader import iter_shard
@@ -137,7 +139,7 @@ def run(
     phrases = [p for s in samples[:500] for p in json.loads(s["json"])["regions"]["phrase"]]
     tokenizer = build_tokenizer(phrases, work_dir / "tokenizer")
     views_per_image = 2
-    measure = min(len(samples) * views_per_image // 2, 4000)
+    measure = views or min(len(samples) * views_per_image // 2, 4000)
 
     samples_of: dict[str, list[float]] = {}
 

@@ -98,7 +98,7 @@ def ensure_corpus(work_dir: Path, images: int, regions_per_image: int, seed: int
 
     root = work_dir / f"vg-{images}-r{regions_per_image}-s{seed}"
     if not (root / "synth_report.json").exists():
-        generate_vg(root, SynthOptions(num_images=images, seed=seed, regions_per_image=regions_per_image))
+        generate_vg(root, SynthOptions(num_images=images, seed=seed, regions_per_image=regions_per_image, workers=0))
     return root
 
 

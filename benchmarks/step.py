@@ -39,15 +39,32 @@ def vit_b16_config(image_size: int = 224):
     )
 
 
-def _model(case: str, device: torch.device, image_size: int):
+def tiny_config(image_size: int = 32):
+    """A few-layer CLIP of the same shape family: the CPU check's stand-in for ViT-B/16."""
+    from transformers import CLIPConfig
+
+    return CLIPConfig(
+        vision_config=dict(image_size=image_size, patch_size=16, hidden_size=64, intermediate_size=256,
+                           num_hidden_layers=2, num_attention_heads=2),
+        text_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                         max_position_embeddings=77, vocab_size=49408, eos_token_id=49407),
+        projection_dim=64,
+    )
+
+
+ARCHS = {"vit-b16": vit_b16_config, "tiny": tiny_config}
+
+
+def _model(case: str, device: torch.device, image_size: int, arch: str = "vit-b16"):
     from transformers import CLIPModel
 
     from fctrain.config import LoraConfig
     from fctrain.model import RGBAClip, apply_lora, set_gradient_checkpointing
 
     torch.manual_seed(0)
-    clip = CLIPModel._from_config(vit_b16_config(image_size), attn_implementation="sdpa")
-    model = RGBAClip(clip)
+    with device:  # initialised where it trains: seconds less per case on a GPU
+        clip = CLIPModel._from_config(ARCHS[arch](image_size), attn_implementation="sdpa")
+        model = RGBAClip(clip)
     if case == "baseline_full_vision":
         model.requires_grad_(False)
         model.base_clip.vision_model.requires_grad_(True)
@@ -76,12 +93,25 @@ def _time(call, device: torch.device, repeats: int) -> float:
 
 def _run_case(case: str, dtype: torch.dtype | None, device: torch.device, batch: int, image_size: int, steps: int) -> dict:
     from fctrain.config import OptimConfig
-    from fctrain.loss import region_contrastive_loss
-    from fctrain.model import TextEmbeddingCache
     from fctrain.train import build_optimizer
 
     model = _model(case, device, image_size)
     optimizer = build_optimizer(model, OptimConfig(), device)
+    row = _measure(case, model, optimizer, dtype, device, batch, image_size, steps)
+    del model, optimizer
+    return row
+
+
+def _measure(
+    case: str, model, optimizer, dtype: torch.dtype | None, device: torch.device, batch: int, image_size: int,
+    steps: int, peak_tflops: float | None = None,
+) -> dict:
+    """One case at one batch size: step_ms, samples_per_s; on CUDA peak memory, TFLOP/s and MFU
+    (against `peak_tflops`, else the datasheet's dense bf16 peak). fp16 steps go through a
+    dynamic loss scaler, as the trainer's do."""
+    from fctrain.loss import region_contrastive_loss
+    from fctrain.model import TextEmbeddingCache
+
     pixels = torch.randn(batch, 3, image_size, image_size, device=device)
     alpha = torch.randn(batch, 1, image_size, image_size, device=device)
     ids = torch.randint(1, 49406, (batch, 16))
@@ -90,6 +120,8 @@ def _run_case(case: str, dtype: torch.dtype | None, device: torch.device, batch:
     keys = torch.arange(batch, device=device)
     cache = TextEmbeddingCache() if case != "baseline_text_every_step" else None
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    scale = torch.tensor(100.0, device=device)
 
     def step() -> None:
         with autocast:
@@ -99,9 +131,10 @@ def _run_case(case: str, dtype: torch.dtype | None, device: torch.device, batch:
             else:
                 with torch.no_grad():
                     text_features = model.encode_text(ids.to(device), mask.to(device))
-        loss = region_contrastive_loss(image_features, text_features, keys, torch.tensor(100.0, device=device))
-        loss.backward()
-        optimizer.step()
+        loss = region_contrastive_loss(image_features, text_features, keys, scale)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
     flops = None
@@ -116,19 +149,23 @@ def _run_case(case: str, dtype: torch.dtype | None, device: torch.device, batch:
     step_s = _time(step, device, steps)  # the warm-up also warms the text cache
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     row = {
-        "case": case, "dtype": str(dtype).replace("torch.", "") if dtype else "fp32", "batch": batch,
+        "case": case, "dtype": _dtype_name(dtype), "batch": batch,
         "image_size": image_size, "step_ms": round(1000 * step_s, 1), "samples_per_s": round(batch / step_s, 1),
         "trainable_params": trainable,
     }
     if device.type == "cuda":
         row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         name = torch.cuda.get_device_name(device)
-        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+        peak = peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
         row["tflops"] = round(flops / step_s / 1e12, 1)
-        if peak and dtype == torch.bfloat16:
+        if peak and dtype in (torch.bfloat16, torch.float16):  # the same tensor-core peak for both
             row["mfu"] = round(flops / step_s / (peak * 1e12), 3)
-    del model, optimizer
+            row["mfu_peak_tflops"] = round(peak, 1)
     return row
+
+
+def _dtype_name(dtype: torch.dtype | None) -> str:
+    return str(dtype).replace("torch.", "") if dtype else "fp32"
 
 
 def _text_rows(device: torch.device, batch: int, dtype: torch.dtype | None, tokens: int = 16) -> list[dict]:
@@ -142,7 +179,7 @@ def _text_rows(device: torch.device, batch: int, dtype: torch.dtype | None, toke
     ids = torch.randint(1, 49406, (batch, tokens))
     ids[:, -1] = 49407
     mask = torch.ones_like(ids)
-    cache = TextEmbeddingCache(store_device=device)
+    cache = TextEmbeddingCache()
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
     def forward() -> None:
@@ -159,7 +196,7 @@ def _text_rows(device: torch.device, batch: int, dtype: torch.dtype | None, toke
         {"case": "text_cache", "step_ms": round(1000 * _time(lookup, device, repeats), 2)},
     ]
     for row in rows:
-        row.update(dtype=str(dtype).replace("torch.", "") if dtype else "fp32", batch=batch, tokens=tokens)
+        row.update(dtype=_dtype_name(dtype), batch=batch, tokens=tokens)
     rows[1]["cache_speedup"] = round(rows[0]["step_ms"] / rows[1]["step_ms"], 1)
     return rows
 
@@ -197,4 +234,65 @@ def run(batch: int | None = None, image_size: int = 224, steps: int = 3, device:
         emit({"bench": "step", "summary": {r["case"] + "_" + r["dtype"]: r.get("vs_lora") for r in rows}})
     if save:
         emit({"bench": "step", "recorded": str(record("step", rows, machine))})
+    return rows
+
+
+SWEEP_CASES = ("lora", "lora_checkpointing", "baseline_full_vision")
+
+
+def sweep(
+    batches: tuple[int, ...] = (64, 128, 256, 512), cases: tuple[str, ...] = SWEEP_CASES, image_size: int = 224,
+    steps: int = 3, device: str = "auto", arch: str = "vit-b16", peak_tflops: float | None = None,
+    memory_cap_gib: float | None = 16.0, save: bool = True,
+) -> list[dict]:
+    """Each case over growing batch sizes (bf16 on CUDA, fp32 on CPU), stopping at the first that
+    does not fit; then fp16 at LoRA's best batch; then, under a `memory_cap_gib` limit on this
+    process's GPU memory, the batches LoRA with checkpointing still trains at (a 16-GB card).
+    MFU is against `peak_tflops` when given (gpu_check measures it), else the datasheet's."""
+    from fctrain.config import OptimConfig
+    from fctrain.train import build_optimizer
+
+    machine = machine_info()
+    emit({"bench": "step", "machine": machine})
+    target = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) else ("cpu" if device == "auto" else device))
+    cuda = target.type == "cuda"
+    half = torch.bfloat16 if cuda else None
+    rows: list[dict] = []
+
+    def add(row: dict) -> None:
+        rows.append(dict(row, bench="step", device=str(target), arch=arch))
+        emit(rows[-1])
+
+    def over_batches(case: str, dtype, sizes, **extra) -> None:
+        model = _model(case, target, image_size, arch)
+        optimizer = build_optimizer(model, OptimConfig(), target)
+        for batch in sizes:
+            try:
+                add(dict(_measure(case, model, optimizer, dtype, target, batch, image_size, steps, peak_tflops), **extra))
+            except torch.cuda.OutOfMemoryError:
+                add(dict(case=case, dtype=_dtype_name(dtype), batch=batch, error="out of memory", **extra))
+                break
+            finally:
+                optimizer.zero_grad(set_to_none=True)
+                if cuda:
+                    torch.cuda.empty_cache()
+        del model, optimizer
+        if cuda:
+            torch.cuda.empty_cache()
+
+    for case in cases:
+        over_batches(case, half, batches)
+    fitted = [r for r in rows if r["case"] == "lora" and "samples_per_s" in r]
+    if cuda and fitted:
+        best = max(fitted, key=lambda r: r["samples_per_s"])
+        over_batches("lora", torch.float16, [best["batch"]])
+    if cuda and memory_cap_gib:
+        total = torch.cuda.get_device_properties(target).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, memory_cap_gib * 2**30 / total), target)
+        try:
+            over_batches("lora_checkpointing", half, batches, memory_cap_gib=memory_cap_gib)
+        finally:
+            torch.cuda.set_per_process_memory_fraction(1.0, target)
+    if save:
+        emit({"bench": "step", "recorded": str(record("step-sweep", rows, machine))})
     return rows

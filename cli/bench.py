@@ -63,13 +63,55 @@ def step(
     image_size: Annotated[int, typer.Option(help="Input size, px.")] = 224,
     steps: Annotated[int, typer.Option(help="Timed steps per case (median reported).")] = 3,
     device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda'.")] = "auto",
+    sweep: Annotated[Optional[str], typer.Option(help="Comma-separated batch sizes: each case over them, up to the first that does not fit.")] = None,
+    peak_tflops: Annotated[Optional[float], typer.Option(help="bf16 peak for MFU (default: the GPU's datasheet figure).")] = None,
+    memory_cap_gib: Annotated[float, typer.Option(help="With --sweep on CUDA: also sweep LoRA+checkpointing under this GPU memory cap (0: skip).")] = 16.0,
     record: Record = True,
 ) -> None:
     """ViT-B/16 RGBA training-step speed (LoRA, +checkpointing) beside full vision fine-tuning and
-    an uncached text tower; on CUDA also bf16 vs fp32, peak memory and MFU.
+    an uncached text tower; on CUDA also bf16 vs fp32, peak memory and MFU. With --sweep: batch
+    sizes until one does not fit, fp16 at LoRA's best, and the batches a 16-GB card trains at.
 
-    Example: fc bench step --batch 256
+    Example: fc bench step --batch 256;  fc bench step --sweep 64,128,256,512
     """
+    if sweep:
+        from fcbench.step import sweep as run_sweep
+
+        batches = _integers(sweep, "--sweep")
+        run_sweep(batches=batches, image_size=image_size, steps=steps, device=device, peak_tflops=peak_tflops,
+                  memory_cap_gib=memory_cap_gib or None, save=record)
+        return
     from fcbench.step import run
 
     run(batch=batch, image_size=image_size, steps=steps, device=device, save=record)
+
+
+@app.command("gpu-check")
+def gpu_check(
+    out: Annotated[Path, typer.Argument(help="Results folder: gpu_check.json and one log per stage.")],
+    cpu: Annotated[bool, typer.Option("--cpu", help="The same stages at tiny sizes on CPU.")] = False,
+    stages: Annotated[str, typer.Option(help="Comma-separated subset of env,gpu_tests,step,loader,train.")] = "env,gpu_tests,step,loader,train",
+) -> None:
+    """The prepared GPU check (< 8 minutes): environment and matmul peak, the GPU tests, the step
+    sweep, the loader feeding the GPU and a short training run with a resume, each stage under a
+    time budget. Exit code 1 when a stage did not finish ok.
+
+    Example: fc bench gpu-check runs/gpu-check   (or: bash benchmarks/gpu_check.sh runs/gpu-check)
+    """
+    from fcbench.gpu_check import check
+
+    code = check(out, cpu, [s for s in stages.split(",") if s])
+    if code:
+        raise typer.Exit(code)
+
+
+def _integers(text: str, option: str) -> tuple[int, ...]:
+    from fcdata.errors import UserError
+
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"{option} takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{option} takes positive integers, got {text!r}")
+    return values

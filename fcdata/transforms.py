@@ -7,6 +7,8 @@ inputs (on the GPU in training, see fcdata.loader).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 # OpenAI CLIP's pixel statistics (RGB, on [0, 1]).
@@ -41,11 +43,19 @@ def letterbox(image: np.ndarray, alphas: np.ndarray, size: int) -> tuple[np.ndar
 
 def normalize_images(images):
     """uint8 tensor ... x 3 x H x W -> float32 CLIP-normalised (same device)."""
+    mean, std = _clip_statistics(images.device)
+    return (images.float() - mean) / std
+
+
+@functools.lru_cache(maxsize=None)
+def _clip_statistics(device):
+    """CLIP's mean and std x 255 as 3 x 1 x 1 tensors on `device`, made once per device: making
+    them per batch would copy them from pageable memory, which makes the host wait for the GPU."""
     import torch
 
-    mean = torch.tensor(CLIP_MEAN, device=images.device).view(3, 1, 1) * 255.0
-    std = torch.tensor(CLIP_STD, device=images.device).view(3, 1, 1) * 255.0
-    return (images.float() - mean) / std
+    mean = torch.tensor(CLIP_MEAN, device=device).view(3, 1, 1) * 255.0
+    std = torch.tensor(CLIP_STD, device=device).view(3, 1, 1) * 255.0
+    return mean, std
 
 
 def normalize_alphas(alphas):

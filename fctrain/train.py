@@ -31,7 +31,7 @@ from fcdata.reader import iter_shard
 from fctrain.checkpoint import TrainState, find_checkpoint, load_checkpoint, save_checkpoint
 from fctrain.config import OptimConfig, TrainConfig, to_toml
 from fctrain.loss import region_contrastive_loss
-from fctrain.model import RGBAClip, TextEmbeddingCache, build_model, trainable_summary
+from fctrain.model import RGBAClip, TextEmbeddingCache, build_model, encode_right_padded, trainable_summary
 from fctrain.pretrain import PretrainOptions, pretrain_tiny_clip
 
 
@@ -261,6 +261,8 @@ class _Loop:
         if self.text_cache is not None:
             return self.text_cache.embed_tokens(batch.source.input_ids, batch.source.attention_mask, self.model, self.runtime.device)
         with torch.no_grad():
+            if self.tokenizer.padding_side == "right":  # the mask-free path: no device sync (fctrain.model)
+                return encode_right_padded(self.model, batch.input_ids)
             return self.model.encode_text(batch.input_ids, batch.attention_mask)
 
     def _forward_backward(self, batch, sync: bool) -> torch.Tensor:

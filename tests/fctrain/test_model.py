@@ -423,3 +423,40 @@ def test_text_cache_evicts_least_recently_used(tiny_dir):
     assert "a" in cache and "c" in cache and "b" not in cache and len(cache) == 2
     out = cache.embed(["d", "e", "f"], tokenizer, model, "cpu")
     assert out.shape[0] == 3 and len(cache) == 2 and "f" in cache
+
+
+def test_text_cache_serves_a_hit_whose_row_this_batch_evicts(tiny_dir):
+    """A cached caption evicted to make room for the same batch's new captions still gets its own
+    row (the table is read before the new rows are written), and the cache keeps the newest."""
+    model, tokenizer = fresh(tiny_dir)
+    cache = TextEmbeddingCache(max_entries=2)
+    cache.embed(["a tall tree", "a red car"], tokenizer, model, "cpu")
+    texts = ["a tall tree", "a dog", "a man riding a horse", "a dog"]
+    out = cache.embed(texts, tokenizer, model, "cpu")
+    assert "a tall tree" not in cache and "a dog" in cache and "a man riding a horse" in cache
+    direct = [cache_free(model, tokenizer, text) for text in texts]
+    for row, expected in zip(out, direct):
+        assert torch.nn.functional.cosine_similarity(row, expected, dim=0) > 1 - 1e-5
+    again = cache.embed(["a dog", "a man riding a horse"], tokenizer, model, "cpu")
+    assert torch.equal(again, out[[1, 2]]) and (cache.hits, cache.misses) == (4, 4)
+
+
+def cache_free(model, tokenizer, text: str) -> torch.Tensor:
+    batch = tokenizer([text], return_tensors="pt")
+    with torch.no_grad():
+        return model.encode_text(batch["input_ids"], batch["attention_mask"])[0]
+
+
+def test_right_padded_captions_encode_the_same_without_a_mask(tiny_dir):
+    """The causal text tower pools at the end token, so right padding needs no mask: the text
+    cache and the trainer encode without one (a mask makes transformers sync on mask.all())."""
+    from fctrain.model import encode_right_padded
+
+    model, tokenizer = fresh(tiny_dir)
+    batch = tokenizer(["a tall tree", "a man riding a horse on the beach", "a dog"], padding=True, return_tensors="pt")
+    assert tokenizer.padding_side == "right" and not batch["attention_mask"].all()
+    with torch.no_grad():
+        masked = model.encode_text(batch["input_ids"], batch["attention_mask"])
+        unmasked = encode_right_padded(model, batch["input_ids"])
+    for row, expected in zip(unmasked, masked):
+        assert torch.nn.functional.cosine_similarity(row, expected, dim=0) > 1 - 1e-5
