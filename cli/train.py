@@ -17,6 +17,7 @@ def train(
     steps: Annotated[Optional[int], typer.Option(help="Optimiser steps (run.steps).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Region views per batch and process (data.batch_size).")] = None,
     resume: Annotated[Optional[str], typer.Option(help="'latest' or a checkpoint folder (checkpoint.resume).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="--out holds another run: delete its files (checkpoints, metrics, config, tiny model) and start over.")] = False,
 ) -> None:
     """Fine-tune the RGBA CLIP with LoRA on shards from `fc shard`. Settings: defaults < --config
     file < --set overrides < the flags below. Several GPUs: run it under torchrun.
@@ -27,6 +28,7 @@ def train(
       torchrun --nproc_per_node 8 -m fc train --config train.toml
     """
     import json
+    import signal
 
     from fc.progress import RichTrainProgress
     from fctrain.config import load_config
@@ -39,5 +41,10 @@ def train(
                   for key, value in flags.items() if value is not None]
     settings = load_config(config, overrides)
     with RichTrainProgress() as progress:
-        result = run_training(settings, progress)
+        result = run_training(settings, progress, overwrite=overwrite)
+    if result.stopped_by is not None:
+        name = signal.Signals(result.stopped_by).name
+        typer.echo(f"stopped by {name} at step {result.step}; checkpoint {result.checkpoint}; "
+                   f"continue with --config {result.run_dir / 'config.toml'} --resume latest", err=True)
+        raise typer.Exit(128 + result.stopped_by)  # the shell's code for a process ended by that signal
     typer.echo(f"trained to step {result.step}; checkpoint {result.checkpoint}; metrics in {result.run_dir / 'metrics.jsonl'}")
