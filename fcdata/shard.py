@@ -25,6 +25,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import struct
 import tarfile
 import time
@@ -42,6 +43,8 @@ import pyarrow.parquet as pq
 from fcdata import keys, masks, reasons, regions, vg
 from fcdata.errors import CountingHandler, UserError
 from fcdata.options import ShardOptions
+from fcdata.outputs import check_output_dir
+from fcdata.workers import init_worker
 
 log = logging.getLogger("fc.shard")
 
@@ -221,6 +224,16 @@ _MODE_FIXES = {
 _FORMAT_BY_SUFFIX = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 
 
+_ADDRESS = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
+
+
+def error_detail(exc: BaseException, with_type: bool = True) -> str:
+    """An error's message for the manifest, without memory addresses (`<_io.BytesIO object at
+    0x7f...>` becomes `<_io.BytesIO>`): every byte written must be a function of the input."""
+    message = _ADDRESS.sub(r"<\1>", str(exc))
+    return f"{type(exc).__name__}: {message}" if with_type else message
+
+
 def target_size(width: int, height: int, options: ShardOptions) -> tuple[int, int]:
     scale = min(1.0, options.image_size / min(width, height), options.max_long_side / max(width, height))
     return max(1, round(width * scale)), max(1, round(height * scale))
@@ -255,12 +268,14 @@ def load_image(path: str, options: ShardOptions, fixes: list[str]):
         image.load()
     except SkipImage:
         raise
-    except (UnidentifiedImageError, SyntaxError, ValueError, EOFError) as exc:
-        raise SkipImage(reasons.SKIP_UNDECODABLE, f"{type(exc).__name__}: {exc}") from None
+    except UnidentifiedImageError:
+        raise SkipImage(reasons.SKIP_UNDECODABLE, "UnidentifiedImageError: not an image format PIL reads") from None
+    except (SyntaxError, ValueError, EOFError) as exc:
+        raise SkipImage(reasons.SKIP_UNDECODABLE, error_detail(exc)) from None
     except OSError as exc:
         truncated = "truncated" in str(exc) or "broken data stream" in str(exc)
         reason = reasons.SKIP_TRUNCATED if truncated else reasons.SKIP_UNDECODABLE
-        raise SkipImage(reason, str(exc)) from None
+        raise SkipImage(reason, error_detail(exc, with_type=False)) from None
     if image.size != target:
         image = image.resize(target, Image.Resampling.BILINEAR)
     return image, source
@@ -490,7 +505,7 @@ def _write_shard(task: ShardTask, report: Callable[[int, int, float], None]) -> 
                 writer.stream.close()
                 temp_tar.unlink(missing_ok=True)
                 raise
-            row.update(status=reasons.SKIP_ERROR, detail=f"{type(exc).__name__}: {exc}")
+            row.update(status=reasons.SKIP_ERROR, detail=error_detail(exc))
             pending_skips += 1
         manifest_rows.append(row)
         pending_images += 1
@@ -527,6 +542,7 @@ def warm_up_kernels() -> None:
 
 def _init_worker(queue) -> None:
     global _worker_queue
+    init_worker()
     _worker_queue = queue
     warm_up_kernels()
 
@@ -661,8 +677,7 @@ def shard_vg(
     """Shard a Visual Genome root into `out_dir` (see the module docstring)."""
     started = time.perf_counter()
     vg.annotation_files(vg_root)  # fail on a wrong root before any worker starts
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} exists and is not a directory")
+    check_output_dir(out_dir)
     base_config = {"format": FORMAT_VERSION, "options": options.output_affecting()}
     finished = _finished_summary(out_dir, base_config)
     if finished is not None:
@@ -670,6 +685,8 @@ def shard_vg(
 
     workers = options.resolved_workers()
     with _worker_pool(workers) as pool:
+        if progress and workers < options.workers:
+            progress.note(f"workers: {workers} (the cores available), not {options.workers}")
         if progress:
             progress.note("reading annotations")
         annotations = vg.load_vg(vg_root, pool.pool if pool else None, workers)

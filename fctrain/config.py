@@ -256,3 +256,7 @@ class EvalOptions:
     attention_strength: float = 0.2  # peak attention-logit bias of the attention_bias baseline
     class_names: tuple[str, ...] = ()  # zero-shot classes; default: the VG object names present
     examples: int = 8  # box-selection examples kept for pictures
+
+    def __post_init__(self) -> None:
+        if self.max_images < 1 or self.max_regions < 2 or self.batch_size < 1:
+            raise UserError("eval needs max_images >= 1, max_regions >= 2 (box selection picks among them) and batch_size >= 1")

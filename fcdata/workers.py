@@ -1,0 +1,34 @@
+"""What every worker process of a process pool sets up first (the pool's initializer).
+
+- It exits as soon as its parent is gone (kill -9 of the command), instead of finishing its task
+  with nobody to hand it to: a thread polls the parent id twice a second.
+- SIGINT and SIGTERM end it at once and quietly: Ctrl-C reaches the whole process group, and the
+  parent reports the interruption once (without one traceback per worker). What it was writing
+  is a temporary, removed by the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+POLL_SECONDS = 0.5
+
+
+def init_worker() -> None:
+    parent = os.getppid()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, _exit_now)
+    threading.Thread(target=_watch_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
+
+
+def _exit_now(number, frame) -> None:
+    os._exit(128 + number)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(POLL_SECONDS)
+    os._exit(1)
