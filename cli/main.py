@@ -40,10 +40,14 @@ USER_OS_ERRORS = {
 }
 
 
+try:  # typer >= 0.2x carries its own click, whose errors derive from TyperException
+    from typer import TyperException as _CLICK_ERRORS
+except ImportError:  # older typer: click's own
+    from click.exceptions import ClickException as _CLICK_ERRORS
+
+
 def main() -> None:
     """Console entry point: runs the app under the exit-code convention of the module docstring."""
-    import click
-
     from fcdata.errors import Interrupted, UserError
     from fcdata.outputs import describe_os_error
 
@@ -51,12 +55,12 @@ def main() -> None:
         code = app(standalone_mode=False)
     except UserError as exc:
         _fail(str(exc))
-    except click.exceptions.ClickException as exc:  # usage errors: typer's format, our exit code
+    except _CLICK_ERRORS as exc:  # usage errors: typer's format, our exit code
         from typer import rich_utils
 
         rich_utils.rich_format_error(exc)
         sys.exit(1)
-    except click.exceptions.Abort:
+    except typer.Abort:
         _fail("aborted")
     except Interrupted as exc:
         _fail(f"interrupted by {exc.name}", 128 + exc.number)
