@@ -7,6 +7,7 @@ Tests use `reraise` so that nothing is swallowed; real runs use `CountingHandler
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from typing import Callable
@@ -25,6 +26,16 @@ class ReadError(Exception):
     def __init__(self, reason: str, where: str, detail: str = ""):
         super().__init__(f"{where}: {reason}" + (f" ({detail})" if detail else ""))
         self.reason, self.where, self.detail = reason, where, detail
+
+
+_ADDRESS = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
+
+
+def error_detail(exc: BaseException, with_type: bool = True) -> str:
+    """An error's message without memory addresses (`<_io.BytesIO object at 0x7f...>` becomes
+    `<_io.BytesIO>`): manifests and reports must be functions of the input, byte for byte."""
+    message = _ADDRESS.sub(r"<\1>", str(exc))
+    return f"{type(exc).__name__}: {message}" if with_type else message
 
 
 ErrorHandler = Callable[[BaseException], bool]

@@ -18,7 +18,7 @@ import json
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from fcdata import keys, reasons, reader
-from fcdata.errors import ErrorHandler, ReadError, UserError
+from fcdata.errors import ErrorHandler, ReadError, UserError, error_detail
 
 T = TypeVar("T")
 
@@ -70,7 +70,7 @@ def decoded(
         try:
             value = decode(sample)
         except Exception as exc:  # noqa: BLE001 - one bad sample must not end the reader
-            if not handler(ReadError(read_reason(exc), where(sample), f"{type(exc).__name__}: {exc}")):
+            if not handler(ReadError(read_reason(exc), where(sample), error_detail(exc))):
                 raise
             if health is not None:
                 health.failed(sample)

@@ -25,7 +25,6 @@ import json
 import logging
 import multiprocessing
 import os
-import re
 import struct
 import tarfile
 import time
@@ -41,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fcdata import keys, masks, reasons, regions, vg
-from fcdata.errors import CountingHandler, UserError
+from fcdata.errors import CountingHandler, UserError, error_detail
 from fcdata.options import ShardOptions
 from fcdata.outputs import check_output_dir
 from fcdata.workers import init_worker
@@ -222,16 +221,6 @@ _MODE_FIXES = {
     "RGBA": reasons.FIX_ALPHA,
 }
 _FORMAT_BY_SUFFIX = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
-
-
-_ADDRESS = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
-
-
-def error_detail(exc: BaseException, with_type: bool = True) -> str:
-    """An error's message for the manifest, without memory addresses (`<_io.BytesIO object at
-    0x7f...>` becomes `<_io.BytesIO>`): every byte written must be a function of the input."""
-    message = _ADDRESS.sub(r"<\1>", str(exc))
-    return f"{type(exc).__name__}: {message}" if with_type else message
 
 
 def target_size(width: int, height: int, options: ShardOptions) -> tuple[int, int]:
