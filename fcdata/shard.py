@@ -43,7 +43,7 @@ from fcdata import keys, masks, reasons, regions, vg
 from fcdata.errors import CountingHandler, UserError, error_detail
 from fcdata.options import ShardOptions
 from fcdata.outputs import check_output_dir
-from fcdata.workers import init_worker
+from fcdata.workers import init_worker, sigint_ignored
 
 log = logging.getLogger("fc.shard")
 
@@ -529,9 +529,9 @@ def warm_up_kernels() -> None:
         masks.encode_profiles(*masks.box_profiles(stored.astype(np.float32), 2, 2, feather), binary=feather == 0.0)
 
 
-def _init_worker(queue) -> None:
+def _init_worker(queue, parent: int) -> None:
     global _worker_queue
-    init_worker()
+    init_worker(parent)
     _worker_queue = queue
     warm_up_kernels()
 
@@ -558,9 +558,10 @@ def _worker_pool(workers: int) -> Iterator[_Workers | None]:
         return
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(queue,))
-    for _ in range(workers):
-        pool.submit(int)  # a no-op that makes the pool start its processes now
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(queue, os.getpid()))
+    with sigint_ignored():
+        for _ in range(workers):
+            pool.submit(int)  # a no-op that makes the pool start its processes now
     try:
         yield _Workers(pool, queue, workers)
     finally:

@@ -109,7 +109,7 @@ from fcdata.reasons import (
     SKIP_TRUNCATED,
     SKIP_UNDECODABLE,
 )
-from fcdata.workers import init_worker
+from fcdata.workers import init_worker, sigint_ignored
 
 IMAGE_FOLDERS = ("VG_100K", "VG_100K_2")
 ANNOTATION_FILES = (
@@ -728,8 +728,10 @@ def _render_all(tasks: list[_ImageTask], workers: int) -> Iterator[RenderedImage
         return
     chunk = max(1, min(16, len(tasks) // (4 * workers)))
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker) as executor:
-        yield from executor.map(_render_task, tasks, chunksize=chunk)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker, initargs=(os.getpid(),)) as executor:
+        with sigint_ignored():  # map submits every task, and so starts every process, here
+            rendered = executor.map(_render_task, tasks, chunksize=chunk)
+        yield from rendered
 
 
 def _inject_region_quirk(
