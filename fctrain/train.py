@@ -230,7 +230,7 @@ class _Loop:
         per_step = config.data.images_per_batch * runtime.world * config.optim.grad_accum
         self.batches_per_epoch = max(1, math.ceil(images / per_step)) * config.optim.grad_accum
         self.stop_signal: int | None = None  # a signal this process caught
-        self.stopping = False  # some rank caught one: every rank leaves after the same step
+        self.stopping = 0  # the signal some rank caught (0: none): every rank leaves after the same step
         self.last_checkpoint: Path | None = None
         self.metrics: dict = {}
 
@@ -274,7 +274,7 @@ class _Loop:
                 signal.signal(sig, handler)
         if not self.last_checkpoint or not self.last_checkpoint.name.endswith(f"{state.step:07d}"):
             self._checkpoint()
-        stopped = self.stop_signal if self.stopping and state.step < config.run.steps else None
+        stopped = self.stopping if self.stopping and state.step < config.run.steps else None
         return TrainResult(self.run_dir, state.step, self.last_checkpoint, self.metrics, stopped)
 
     def _stream(self) -> RegionStream:
@@ -383,14 +383,15 @@ class _Loop:
 
     def _stop_requested(self) -> bool:
         """Whether any rank caught SIGINT/SIGTERM. Ranks must agree: one that left the loop a step
-        early would wait in its final checkpoint while the others wait in the next step's gather."""
-        stop = self.stop_signal is not None
+        early would wait in its final checkpoint while the others wait in the next step's gather.
+        They agree on the signal too, so every rank reports it (and exits with its code)."""
+        caught = self.stop_signal or 0
         if self.runtime.world > 1:
-            flag = torch.tensor([int(stop)])
-            dist.all_reduce(flag, group=self.runtime.control_group)
-            stop = bool(flag.item())
-        self.stopping = stop
-        return stop
+            flag = torch.tensor([caught])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.runtime.control_group)
+            caught = int(flag.item())
+        self.stopping = caught
+        return bool(caught)
 
     def _on_signal(self, number, frame) -> None:
         if self.stop_signal is not None:
