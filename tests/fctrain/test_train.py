@@ -306,3 +306,21 @@ save_checkpoint({str(run)!r}, model, optimizer, scheduler, make_scaler(Runtime(t
     assert model is not None
     prepare_run_dir(run, load_config(run / "config.toml", ['checkpoint.resume="latest"']))
     assert not list((run / "checkpoints").glob(".step-*"))
+
+
+def test_config_values_are_type_checked_naming_the_key(tmp_path):
+    """A wrongly typed value (from --set or TOML) is a UserError naming the key; an int is a float."""
+    with pytest.raises(UserError, match="optim.lr must be a number, got 'abc'"):
+        load_config(None, ["optim.lr=abc"])
+    with pytest.raises(UserError, match="run.steps must be an integer"):
+        load_config(None, ["run.steps=2.5"])
+    with pytest.raises(UserError, match="optim.betas must be a list of 2 values"):
+        load_config(None, ["optim.betas=[0.9]"])
+    with pytest.raises(UserError, match=r"lora.targets\[0\] must be a string"):
+        load_config(None, ["lora.targets=[1]"])
+    path = tmp_path / "train.toml"
+    path.write_text('[model]\ncompile = "yes"\n')
+    with pytest.raises(UserError, match="model.compile must be true or false"):
+        load_config(path)
+    config = load_config(None, ["optim.lr=1", "optim.betas=[1, 0.5]"])
+    assert isinstance(config.optim.lr, float) and config.optim.betas == (1.0, 0.5)
