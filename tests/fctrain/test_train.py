@@ -324,3 +324,28 @@ def test_config_values_are_type_checked_naming_the_key(tmp_path):
         load_config(path)
     config = load_config(None, ["optim.lr=1", "optim.betas=[1, 0.5]"])
     assert isinstance(config.optim.lr, float) and config.optim.betas == (1.0, 0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_ctrl_c_to_the_process_group_saves_a_checkpoint_without_tracebacks(shard_dir, tmp_path):
+    """Ctrl-C reaches the trainer and its loader workers at once: the run still saves a
+    checkpoint after the current step and exits 130, with no traceback from any process."""
+    out = tmp_path / "run"
+    command = _fc_train(shard_dir, out, "--steps", "100000")
+    command[command.index("data.workers=0")] = "data.workers=2"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        metrics = out / "metrics.jsonl"
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGINT)
+        code = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    stderr = process.stderr.read().decode()
+    assert code == 128 + signal.SIGINT and "Traceback" not in stderr, stderr[-3000:]
+    step = json.loads(metrics.read_text().splitlines()[-1])["step"]
+    assert sorted((out / "checkpoints").iterdir())[-1].name == f"step-{step:07d}"
