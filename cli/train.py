@@ -25,6 +25,7 @@ def train(
     Examples:
       fc train --shards data/shards --model tiny --steps 300 --out runs/tiny
       fc train --config train.toml --set optim.lr=2e-4 --set model.gradient_checkpointing=true
+      fc train --config runs/tiny/config.toml --resume latest --steps 600   # continue a run
       torchrun --nproc_per_node 8 -m fc train --config train.toml
     """
     import json
