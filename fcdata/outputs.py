@@ -22,7 +22,7 @@ def check_output_dir(path: Path, what: str = "--out") -> Path:
     """Fail unless `path` is (or can be created as) a folder this process can write in. Creates it."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise UserError(f"{what} {path} exists and is not a folder")
+        raise UserError(f"{what} {path} exists and is not a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test.tmp{os.getpid()}-{uuid.uuid4().hex[:6]}"

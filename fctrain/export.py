@@ -35,7 +35,7 @@ def check_export_target(out_dir: Path, overwrite: bool = False) -> None:
     if overwrite or not (out_dir.exists() or out_dir.is_symlink()):
         return
     if not out_dir.is_dir() or out_dir.is_symlink():
-        raise UserError(f"--out {out_dir} exists and is not a folder; pass --overwrite to replace it")
+        raise UserError(f"--out {out_dir} exists and is not a directory; pass --overwrite to replace it")
     present = {str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if not p.is_dir()}
     if not present:
         return

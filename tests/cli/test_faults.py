@@ -90,7 +90,7 @@ def test_export_refuses_a_folder_of_other_files_and_a_file(run_dir, tmp_path):
     assert tree(folder) == before
     regular = tmp_path / "model.bin"
     regular.write_bytes(b"precious")
-    assert_one_line_error(fc("export", "--run", run_dir, "--out", regular), "is not a folder")
+    assert_one_line_error(fc("export", "--run", run_dir, "--out", regular), "is not a directory")
     assert regular.read_bytes() == b"precious"
 
 
@@ -246,7 +246,7 @@ def test_outputs_of_the_wrong_kind_are_one_error_line(good_shards, tmp_path):
     """fc train --out A_FILE and fc show --out A_FOLDER are one line each; the file is kept."""
     regular = tmp_path / "a-file"
     regular.write_text("mine")
-    assert_one_line_error(fc(*train_args(good_shards, regular)), "is not a folder")
+    assert_one_line_error(fc(*train_args(good_shards, regular)), "is not a directory")
     assert regular.read_text() == "mine"
     assert_one_line_error(fc("show", "--shards", good_shards, "--out", tmp_path), "is a folder")
 

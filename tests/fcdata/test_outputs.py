@@ -38,7 +38,7 @@ def test_output_checks_name_the_problem(tmp_path, read_only_dir):
     a one-line UserError before anything is written."""
     regular = tmp_path / "file"
     regular.write_text("mine")
-    with pytest.raises(UserError, match="exists and is not a folder"):
+    with pytest.raises(UserError, match="exists and is not a directory"):
         check_output_dir(regular)
     with pytest.raises(UserError, match="is a folder; give a file name"):
         check_output_file(tmp_path)
