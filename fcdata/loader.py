@@ -36,10 +36,9 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from fcdata import guard, reader
+from fcdata import guard
 from fcdata.augment import ImageViews, decode_views
 from fcdata.errors import CountingHandler, ErrorHandler, UserError
-from fcdata.guard import StreamHealth
 from fcdata.options import LoaderOptions
 from fcdata.transforms import normalize_alphas, normalize_images
 
@@ -161,7 +160,7 @@ def shuffle(samples: Iterator[dict], buffer_size: int, rng: np.random.Generator)
 
 def _views(
     samples: Iterator[dict], first_index: int, decode: Callable, options: LoaderOptions,
-    epoch: int, slot: int, handler: ErrorHandler, health: StreamHealth | None,
+    epoch: int, slot: int, handler: ErrorHandler, health: guard.StreamHealth | None,
 ) -> Iterator[tuple[int, ImageViews]]:
     """raw samples (the first numbered first_index) -> (sample number, views); corrupt samples
     go to `handler` (counted, reported with the batch) and are left out."""

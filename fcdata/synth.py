@@ -79,7 +79,6 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from fcdata.errors import UserError
 from fcdata.options import SynthOptions
 from fcdata.outputs import check_output_dir
 from fcdata.reasons import (
