@@ -44,5 +44,6 @@ def evaluate(
 
     Console().print(eval_table(report))
     paths = write_eval_outputs(report, out or run)
-    skipped = ", ".join(f"{reason} {count:,}" for reason, count in report.skipped.items()) or "none"
-    typer.echo(f"results in {paths[0]}; pictures in {paths[1]}; skipped {skipped}")
+    from fcdata.errors import format_counts
+
+    typer.echo(f"results in {paths[0]}; pictures in {paths[1]}; skipped {format_counts(report.skipped)}")

@@ -48,4 +48,7 @@ def train(
         typer.echo(f"stopped by {name} at step {result.step}; checkpoint {result.checkpoint}; "
                    f"continue with --config {result.run_dir / 'config.toml'} --resume latest", err=True)
         raise typer.Exit(128 + result.stopped_by)  # the shell's code for a process ended by that signal
-    typer.echo(f"trained to step {result.step}; checkpoint {result.checkpoint}; metrics in {result.run_dir / 'metrics.jsonl'}")
+    from fcdata.errors import format_counts
+
+    typer.echo(f"trained to step {result.step}; checkpoint {result.checkpoint}; metrics in {result.run_dir / 'metrics.jsonl'}; "
+               f"skipped samples: {format_counts(result.skipped)}")

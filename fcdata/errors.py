@@ -67,8 +67,12 @@ class CountingHandler:
         return True
 
     def summary(self) -> str:
-        """`bad_image 2, truncated_shard 1`, or `none`."""
-        return ", ".join(f"{reason} {count:,}" for reason, count in sorted(self.counts.items())) or "none"
+        return format_counts(self.counts)
+
+
+def format_counts(counts: dict[str, int]) -> str:
+    """`bad_image 2, truncated_shard 1` (by name), or `none`: skip counts in a summary line."""
+    return ", ".join(f"{reason} {count:,}" for reason, count in sorted(counts.items()) if count) or "none"
 
 
 class Interrupted(BaseException):

@@ -17,6 +17,7 @@ import os
 import signal
 import time
 import threading
+from collections import Counter
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,7 @@ class TrainResult:
     checkpoint: Path | None
     metrics: dict  # the last logged row
     stopped_by: int | None = None  # the signal that stopped the run before run.steps, if one did
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # this rank's skipped samples, by reason
 
 
 def setup_runtime(config: TrainConfig) -> Runtime:
@@ -233,6 +235,7 @@ class _Loop:
         self.stopping = 0  # the signal some rank caught (0: none): every rank leaves after the same step
         self.last_checkpoint: Path | None = None
         self.metrics: dict = {}
+        self.skipped: Counter[str] = Counter()  # over the logged windows of this process
 
     def run(self) -> TrainResult:
         config, state = self.config, self.state
@@ -275,7 +278,7 @@ class _Loop:
         if not self.last_checkpoint or not self.last_checkpoint.name.endswith(f"{state.step:07d}"):
             self._checkpoint()
         stopped = self.stopping if self.stopping and state.step < config.run.steps else None
-        return TrainResult(self.run_dir, state.step, self.last_checkpoint, self.metrics, stopped)
+        return TrainResult(self.run_dir, state.step, self.last_checkpoint, self.metrics, stopped, dict(sorted(self.skipped.items())))
 
     def _stream(self) -> RegionStream:
         return RegionStream(
@@ -323,6 +326,7 @@ class _Loop:
         self.state.nonfinite_steps += row.pop("nonfinite_now")
         row["nonfinite_steps"] = self.state.nonfinite_steps
         self.metrics = row
+        self.skipped.update(row["skipped_samples"])
         if self.runtime.main:
             with open(self.run_dir / "metrics.jsonl", "a") as log:
                 log.write(json.dumps(row) + "\n")

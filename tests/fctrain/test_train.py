@@ -349,3 +349,14 @@ def test_ctrl_c_to_the_process_group_saves_a_checkpoint_without_tracebacks(shard
     assert code == 128 + signal.SIGINT and "Traceback" not in stderr, stderr[-3000:]
     step = json.loads(metrics.read_text().splitlines()[-1])["step"]
     assert sorted((out / "checkpoints").iterdir())[-1].name == f"step-{step:07d}"
+
+
+@pytest.mark.timeout(600)
+def test_skipped_samples_are_totalled_by_reason_in_the_result(shard_faults, tmp_path):
+    """Training through a shard of random-bytes images and an empty one: it trains on the rest,
+    and the run's result totals the skips by reason (what `fc train` prints at the end)."""
+    shards = ",".join([shard_faults.good, shard_faults.random_members(every=2), shard_faults.empty_tar()])
+    result = train(config_for(shards, tmp_path / "run", "run.steps=4", "checkpoint.every_steps=4"))
+    assert result.step == 4
+    assert result.skipped.get("bad_image", 0) >= 1 and result.skipped.get("empty_shard", 0) >= 1
+    assert set(result.skipped) <= {"bad_image", "empty_shard"}
