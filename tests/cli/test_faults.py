@@ -189,10 +189,16 @@ def test_eval_images_skip_broken_samples_and_nothing_readable_is_an_error(shard_
 
 
 def test_eval_refuses_max_images_zero(run_dir):
-    """--max-images 0 is a usage error (exit 1), and the run's eval.json is not touched."""
+    """--max-images 0 is a usage error (exit 1), and the run's eval.json is not touched; the
+    library refuses it too."""
+    from fcdata.errors import UserError
+    from fctrain.config import EvalOptions
+
     result = fc("eval", "--run", run_dir, "--max-images", "0")
     assert result.returncode == 1 and "Traceback" not in result.stderr and "max-images" in result.stderr
     assert not (run_dir / "eval.json").exists()
+    with pytest.raises(UserError, match="max_images >= 1"):
+        EvalOptions(max_images=0)
 
 
 # ----------------------------------------------------------------------------- 5. user mistakes

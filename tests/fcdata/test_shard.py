@@ -319,6 +319,7 @@ def test_workers_end_with_the_command(clean, tmp_path, how):
         time.sleep(0.05)
     if process.poll() is not None:
         pytest.skip("the run finished before its workers could be seen")
+    time.sleep(1.0)  # past the moment the parent ignores SIGINT while it starts them (fcdata.workers)
     if how.startswith("kill"):
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
