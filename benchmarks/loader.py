@@ -54,32 +54,51 @@ class NaiveViews(torch.utils.data.IterableDataset):
         self.shards, self.size, self.views_per_image = shards, size, views_per_image
 
     def __iter__(self):
-        from PIL import Image
-
-        from fcdata import keys
-        from fcdata.reader import iter_shard
-        from fcdata.transforms import ALPHA_MEAN, ALPHA_STD, CLIP_MEAN, CLIP_STD
+        from fcdata import guard
+        from fcdata.errors import CountingHandler
 
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        handler = CountingHandler(f"naive loader worker {worker}")
+        for views in guard.decoded(guard.read_raw(self.shards[worker::workers], handler), self._views, handler):
+            yield from views
+
+    def _views(self, sample: dict) -> list[tuple[torch.Tensor, torch.Tensor, str]]:
+        from PIL import Image
+
+        from fcdata import keys
+        from fcdata.transforms import ALPHA_MEAN, ALPHA_STD, CLIP_MEAN, CLIP_STD
+
         mean = np.array(CLIP_MEAN, np.float32) * 255
         std = np.array(CLIP_STD, np.float32) * 255
-        for shard in self.shards[worker::workers]:
-            for sample in iter_shard(shard):
-                meta = json.loads(sample[keys.META])
-                for box in meta["regions"]["box"][: self.views_per_image]:
-                    image = Image.open(io.BytesIO(sample[keys.IMAGE])).convert("RGB")
-                    width, height = image.size
-                    mask = Image.new("L", (width, height))
-                    mask.paste(255, tuple(box))
-                    crop = (0, 0, 0.8 * width, 0.8 * height)
-                    pixels = np.asarray(image.crop(crop).resize((self.size, self.size), Image.Resampling.BILINEAR), np.float32)
-                    alpha = np.asarray(mask.crop(crop).resize((self.size, self.size), Image.Resampling.BILINEAR), np.float32)
-                    yield (
-                        torch.from_numpy(((pixels - mean) / std).transpose(2, 0, 1).copy()),
-                        torch.from_numpy(((alpha / 255 - ALPHA_MEAN) / ALPHA_STD)[None]),
-                        meta["regions"]["phrase"][0],
-                    )
+        meta = json.loads(sample[keys.META])
+        views = []
+        for box in meta["regions"]["box"][: self.views_per_image]:
+            image = Image.open(io.BytesIO(sample[keys.IMAGE])).convert("RGB")
+            width, height = image.size
+            mask = Image.new("L", (width, height))
+            mask.paste(255, tuple(box))
+            crop = (0, 0, 0.8 * width, 0.8 * height)
+            pixels = np.asarray(image.crop(crop).resize((self.size, self.size), Image.Resampling.BILINEAR), np.float32)
+            alpha = np.asarray(mask.crop(crop).resize((self.size, self.size), Image.Resampling.BILINEAR), np.float32)
+            views.append((
+                torch.from_numpy(((pixels - mean) / std).transpose(2, 0, 1).copy()),
+                torch.from_numpy(((alpha / 255 - ALPHA_MEAN) / ALPHA_STD)[None]),
+                meta["regions"]["phrase"][0],
+            ))
+        return views
+
+
+def _readable(sample: dict) -> dict:
+    """The sample, once its JSON parses and its JPEG decodes (the ceilings time only good ones)."""
+    from PIL import Image
+
+    from fcdata import keys
+
+    json.loads(sample[keys.META])
+    with Image.open(io.BytesIO(sample[keys.IMAGE])) as image:
+        image.load()
+    return sample
 
 
 def _rate(loader, views: int) -> float:
@@ -126,16 +145,20 @@ def run(
 ) -> list[dict]:
     """`views`: how many views each case is timed over (default: half the corpus' views, at most
     4000); the stream is endless, so more than the corpus holds is fine (many workers need it)."""
+    from fcdata import guard
+    from fcdata.errors import CountingHandler
     from fcdata.loader import RegionStream, make_loader, resolve_shards
     from fcdata.options import LoaderOptions
-    from fcdata.reader import iter_shard
     from fctrain.tokenizer import build_tokenizer
 
     machine = machine_info()
     emit({"bench": "loader", "machine": machine})
     shard_dir = shard_dir or ensure_shards(work_dir, images)
     shards = resolve_shards(str(shard_dir), "train")
-    samples = [s for shard in shards for s in iter_shard(shard)]
+    guard.check_shards(shards)
+    handler = CountingHandler("fc bench loader")
+    samples = list(guard.decoded(guard.read_raw(shards, handler), _readable, handler))
+    guard.require_any(len(samples), handler, "shards")
     phrases = [p for s in samples[:500] for p in json.loads(s["json"])["regions"]["phrase"]]
     tokenizer = build_tokenizer(phrases, work_dir / "tokenizer")
     views_per_image = 2
@@ -169,7 +192,10 @@ def run(
     def median(name: str, digits: int = 1) -> float:
         return round(float(statistics.median(samples_of[name])), digits)
 
-    base = {"bench": "loader", "images": len(samples), "size": size, "views_per_image": views_per_image, "repeats": repeats}
+    base = {
+        "bench": "loader", "images": len(samples), "size": size, "views_per_image": views_per_image, "repeats": repeats,
+        "skipped": dict(sorted(handler.counts.items())),  # unreadable shards and samples, by reason
+    }
     rows = [
         dict(base, case="decode_ceiling", images_per_s=median("decode")),
         dict(base, case="decode_resize_ceiling", images_per_s=median("decode_resize")),

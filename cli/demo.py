@@ -32,8 +32,8 @@ def demo(
     from fc.report import eval_table, write_eval_outputs
     from fc.shard import report_summary
     from fcdata.loader import resolve_shards
-    from fcdata.reader import read_shard
-    from fcdata.show import render_sample, save_grid
+    from fcdata.errors import CountingHandler
+    from fcdata.show import render_shard_samples, save_grid
     from fctrain.checkpoint import load_trained
     from fctrain.demo import run_demo
     from fctrain.export import export_model
@@ -53,7 +53,7 @@ def demo(
     report_summary(console, result.shards, result.shard_dir)
     console.print(f"[bold]3 training[/]: {result.training.step} steps, last loss {result.training.metrics.get('loss')}, checkpoint {result.training.checkpoint}")
     Console().print(eval_table(result.evaluation))
-    samples = [render_sample(s, 6) for s in list(read_shard(resolve_shards(str(result.shard_dir))[0]))[:8]]
+    samples = render_shard_samples(resolve_shards(str(result.shard_dir)), 8, 6, CountingHandler("fc demo"))
     pictures = [save_grid(samples, out / "samples.png"), write_eval_outputs(result.evaluation, out)[1]]
     model, tokenizer, _ = load_trained(result.training.run_dir)
     exported = export_model(model, tokenizer, out / "model", model.image_size)

@@ -27,8 +27,8 @@ def evaluate(
     categories: Annotated[Optional[Path], typer.Option(help="ImageNet-S: the categories file (default DATA/ImageNetS_categories_im919.txt).")] = None,
     class_names: Annotated[Optional[Path], typer.Option(help="ImageNet-S: class names, 'wnid name' per line (default: nltk WordNet if installed).")] = None,
     shards: Annotated[Optional[str], typer.Option(help="vg-regions: validation shards (default: the val split beside the run's training shards).")] = None,
-    max_images: Annotated[Optional[int], typer.Option(help=f"Images to evaluate (vg-regions default {_DEFAULTS.max_images}; others: all).")] = None,
-    max_regions: Annotated[int, typer.Option(help="vg-regions: candidate regions per image (distinct phrases).")] = _DEFAULTS.max_regions,
+    max_images: Annotated[Optional[int], typer.Option(help=f"Images to evaluate (vg-regions default {_DEFAULTS.max_images}; others: all).", min=1)] = None,
+    max_regions: Annotated[int, typer.Option(help="vg-regions: candidate regions per image (distinct phrases).", min=2)] = _DEFAULTS.max_regions,
     methods: Annotated[Optional[str], typer.Option(help="Comma-separated subset of the benchmark's methods (default: all of them).")] = None,
     batch_size: Annotated[int, typer.Option(help="Model inputs per forward pass.")] = 64,
     workers: Annotated[int, typer.Option(help="REC, ImageNet-S: threads building the views; 0 = one per available core.", min=0)] = 0,
@@ -105,9 +105,11 @@ def _vg_regions(run, checkpoint, shards, max_images, max_regions, methods, out, 
 
     from fc.progress import PlainPhases, RichPhases, display
     from fc.report import eval_table, write_eval_outputs
+    from fcdata.outputs import check_output_dir
     from fctrain.checkpoint import load_trained
     from fctrain.evaluation.regions import evaluate as run_evaluation
 
+    check_output_dir(out or run, "--out" if out else "--run")
     model, tokenizer, config = load_trained(run, checkpoint, device)
     options = EvalOptions(
         shards=shards or config.data.shards, max_images=max_images or _DEFAULTS.max_images, max_regions=max_regions,
@@ -118,4 +120,6 @@ def _vg_regions(run, checkpoint, shards, max_images, max_regions, methods, out, 
         report = run_evaluation(model, tokenizer, options, model.logit_scale.device, progress)
     Console().print(eval_table(report))
     paths = write_eval_outputs(report, out or run)
-    typer.echo(f"results in {paths[0]}; pictures in {paths[1]}")
+    from fcdata.errors import format_counts
+
+    typer.echo(f"results in {paths[0]}; pictures in {paths[1]}; skipped {format_counts(report.skipped)}")

@@ -1,8 +1,15 @@
 """The `fc` command. Each command lives in its own module and imports its heavy libraries inside
-the function body, so `fc --help` only pays for typer."""
+the function body, so `fc --help` only pays for typer.
+
+Exit codes, one convention for every command: 0 done; 1 the user's mistake or the data's (a
+one-line `error:` message: a bad option or path, a usage error, unusable input, a read-only or
+full output file system); 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM), after saving
+what can be resumed. Anything else is a bug, with its traceback.
+"""
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
@@ -26,13 +33,47 @@ app.command("show")(show.show)
 app.command("convert")(convert.convert)
 app.add_typer(bench.app, name="bench")
 
+# OS errors whose cause is the user's file system, not this program: reported as one line.
+USER_OS_ERRORS = {
+    errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EISDIR, errno.ENOTDIR,
+    errno.EEXIST, errno.ENAMETOOLONG,
+}
+
+
+try:  # typer >= 0.2x carries its own click, whose errors derive from TyperException
+    from typer import TyperException as _CLICK_ERRORS
+except ImportError:  # older typer: click's own
+    from click.exceptions import ClickException as _CLICK_ERRORS
+
 
 def main() -> None:
-    """Console entry point: a UserError becomes one line on stderr and exit code 1."""
-    from fcdata.errors import UserError
+    """Console entry point: runs the app under the exit-code convention of the module docstring."""
+    from fcdata.errors import Interrupted, UserError
+    from fcdata.outputs import describe_os_error
 
     try:
-        app()
+        code = app(standalone_mode=False)
     except UserError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        _fail(str(exc))
+    except _CLICK_ERRORS as exc:  # usage errors: typer's format, our exit code
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)
         sys.exit(1)
+    except typer.Abort:
+        _fail("aborted")
+    except Interrupted as exc:
+        _fail(f"interrupted by {exc.name}", 128 + exc.number)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except OSError as exc:
+        if exc.errno not in USER_OS_ERRORS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{describe_os_error(exc)}")
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    sys.exit(code)

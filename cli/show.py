@@ -19,16 +19,12 @@ def show(
 
     Example: fc show --shards data/shards --count 8 --out samples.png
     """
+    from fcdata.errors import CountingHandler
     from fcdata.loader import resolve_shards
-    from fcdata.reader import read_shard
-    from fcdata.show import render_sample, save_grid
+    from fcdata.outputs import check_output_file
+    from fcdata.show import render_shard_samples, save_grid
 
-    pictures = []
-    for shard in resolve_shards(shards, split):
-        for sample in read_shard(shard):
-            pictures.append(render_sample(sample, regions))
-            if len(pictures) == count:
-                break
-        if len(pictures) == count:
-            break
-    typer.echo(f"wrote {save_grid(pictures, out)} ({len(pictures)} samples)")
+    check_output_file(out)
+    handler = CountingHandler("fc show")
+    pictures = render_shard_samples(resolve_shards(shards, split), count, regions, handler)
+    typer.echo(f"wrote {save_grid(pictures, out)} ({len(pictures)} samples; skipped {handler.summary()})")

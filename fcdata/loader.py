@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import glob
 import hashlib
+import itertools
 import multiprocessing
 import os
 import random
@@ -35,7 +36,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from fcdata import reader
+from fcdata import guard
 from fcdata.augment import ImageViews, decode_views
 from fcdata.errors import CountingHandler, ErrorHandler, UserError
 from fcdata.options import LoaderOptions
@@ -142,17 +143,6 @@ def shard_order(shards: list[str], options: LoaderOptions, epoch: int, slot: int
         yield shards[index]
 
 
-def read_samples(paths: Iterator[str], handler: ErrorHandler) -> Iterator[dict]:
-    """shard paths -> raw samples; an unreadable shard is handed to `handler` and skipped."""
-    for path in paths:
-        try:
-            for sample in reader.iter_shard(path):
-                yield sample
-        except Exception as exc:  # noqa: BLE001 - a broken shard must not end training
-            if not handler(exc):
-                raise
-
-
 def shuffle(samples: Iterator[dict], buffer_size: int, rng: np.random.Generator) -> Iterator[dict]:
     """raw samples -> the same samples in a locally shuffled order (a buffer of buffer_size)."""
     buffer: list[dict] = []
@@ -170,16 +160,18 @@ def shuffle(samples: Iterator[dict], buffer_size: int, rng: np.random.Generator)
 
 def _views(
     samples: Iterator[dict], first_index: int, decode: Callable, options: LoaderOptions,
-    epoch: int, slot: int, skipped: Counter,
+    epoch: int, slot: int, handler: ErrorHandler, health: guard.StreamHealth | None,
 ) -> Iterator[tuple[int, ImageViews]]:
     """raw samples (the first numbered first_index) -> (sample number, views); corrupt samples
-    are counted in `skipped` by error type and left out."""
-    for number, sample in enumerate(samples, start=first_index + 1):
+    go to `handler` (counted, reported with the batch) and are left out."""
+    numbers = itertools.count(first_index + 1)  # every raw sample takes a number, failed ones too
+
+    def views(sample: dict) -> tuple[int, ImageViews]:
+        number = next(numbers)
         rng = random.Random(sample_seed(options.seed, epoch, slot, number)) if options.train_augment else None
-        try:
-            yield number, decode(sample, rng=rng)
-        except Exception as exc:  # noqa: BLE001 - counted, reported with the batch
-            skipped[type(exc).__name__] += 1
+        return number, decode(sample, rng=rng)
+
+    return guard.decoded(samples, views, handler, health)
 
 
 def _batches(
@@ -249,7 +241,7 @@ class RegionStream(torch.utils.data.IterableDataset):
                 f"resume with data.workers = {len(self.position.emitted)}"
             )
 
-    def __iter__(self) -> Iterator[RegionBatch]:
+    def __iter__(self) -> Iterator[RegionBatch | StreamFailure]:
         info = torch.utils.data.get_worker_info()
         worker = info.id if info is not None else 0
         role = (worker + self.position.batches) % self.roles
@@ -257,25 +249,45 @@ class RegionStream(torch.utils.data.IterableDataset):
         epoch, options = self.position.epoch, self.options
         already = self.position.emitted[role]
         handler = CountingHandler(f"loader rank {self.rank} role {role}")
-        skipped: Counter[str] = Counter()
+        # Only an endless stream needs a watchdog: an exactly-once one ends by itself.
+        health = guard.StreamHealth(self.shards, handler) if options.resample else None
         # shard paths -> raw samples -> shuffled raw samples
+        paths = shard_order(self.shards, options, epoch, slot, self.world * self.roles)
         samples = shuffle(
-            read_samples(shard_order(self.shards, options, epoch, slot, self.world * self.roles), handler),
-            options.shuffle_buffer,
-            np.random.default_rng([options.seed, epoch, slot, 0]),
+            guard.read_raw(paths, handler, health), options.shuffle_buffer, np.random.default_rng([options.seed, epoch, slot, 0])
         )
-        for _ in range(already):  # resume: consumed samples are read again but not decoded
-            if next(samples, None) is None:
-                return
         decode = functools.partial(
             decode_views, count=options.regions_per_image, size=self.image_size, options=options
         )
-        # -> (number, ImageViews) -> RegionBatch
-        views = _views(samples, already, decode, options, epoch, slot, skipped)
-        for batch in _batches(views, options, self.tokenizer, role, skipped):
-            batch.skipped.update({f"shard:{k}": v for k, v in handler.counts.items()})
-            handler.counts.clear()
-            yield batch
+        made = 0
+        try:
+            for _ in range(already):  # resume: consumed samples are read again but not decoded
+                if next(samples, None) is None:
+                    return
+            # -> (number, ImageViews) -> RegionBatch; handler.counts are the skips since the last batch
+            views = _views(samples, already, decode, options, epoch, slot, handler, health)
+            for batch in _batches(views, options, self.tokenizer, role, handler.counts):
+                made += 1
+                yield batch
+        except UserError as exc:
+            # Raised in a worker it would reach the trainer wrapped in a traceback: pass it as data.
+            yield StreamFailure(str(exc), fatal=True)
+            return
+        if not made and handler.counts:
+            yield StreamFailure(
+                f"loader rank {self.rank} role {role}: no usable sample in its shards "
+                f"(skipped {handler.summary()}; first: {handler.first})", fatal=False,
+            )
+
+
+@dataclass
+class StreamFailure:
+    """What a stream yields instead of a batch when it cannot make one. Fatal: it never will (the
+    Prefetcher raises the message as a UserError). Not fatal: an exactly-once role whose share of
+    the shards gave nothing (the Prefetcher keeps it in `problems`; other roles may be fine)."""
+
+    message: str
+    fatal: bool
 
 
 def make_loader(stream: RegionStream) -> torch.utils.data.DataLoader:
@@ -339,18 +351,20 @@ def to_device(batch: RegionBatch, device: torch.device) -> DeviceBatch:
 class Prefetcher:
     """Batches on the device, one ahead: on CUDA the copy and normalisation of batch i+1 run on a
     side stream while batch i trains (timm's prefetcher); on CPU the same API without streams.
-    `wait_seconds` accumulates the time the consumer waited for data."""
+    `wait_seconds` accumulates the time the consumer waited for data; `problems` holds the
+    messages of non-fatal StreamFailures (a fatal one is raised as a UserError)."""
 
     def __init__(self, batches, device: torch.device):
         self.batches, self.device = batches, device
         self.wait_seconds = 0.0
+        self.problems: list[str] = []
 
     def __iter__(self) -> Iterator[DeviceBatch]:
         iterator = iter(self.batches)
         if self.device.type != "cuda":
             while True:
                 started = time.perf_counter()
-                batch = next(iterator, None)
+                batch = self._next(iterator)
                 self.wait_seconds += time.perf_counter() - started
                 if batch is None:
                     return
@@ -367,8 +381,18 @@ class Prefetcher:
             self.wait_seconds += time.perf_counter() - started
             yield current
 
+    def _next(self, iterator) -> RegionBatch | None:
+        """The next batch; StreamFailures are raised (fatal) or noted (not) on the way."""
+        while True:
+            batch = next(iterator, None)
+            if not isinstance(batch, StreamFailure):
+                return batch
+            if batch.fatal:
+                raise UserError(batch.message)
+            self.problems.append(batch.message)
+
     def _load(self, iterator, stream) -> DeviceBatch | None:
-        batch = next(iterator, None)
+        batch = self._next(iterator)
         if batch is None:
             return None
         with torch.cuda.stream(stream):
@@ -376,7 +400,8 @@ class Prefetcher:
 
 
 def count_samples(shards: list[str]) -> int:
-    """Samples in the shards, from sizes.json beside them where present, else by reading."""
+    """Samples in the shards, from sizes.json beside them where present, else by reading
+    (an unreadable shard counts as empty; the loader reports it when it reads it)."""
     import json
 
     total = 0
@@ -385,7 +410,12 @@ def count_samples(shards: list[str]) -> int:
         folder = str(Path(shard).parent)
         if folder not in sizes_cache:
             sizes_path = Path(folder) / "sizes.json"
-            sizes_cache[folder] = json.loads(sizes_path.read_text()) if sizes_path.exists() else {}
+            try:
+                sizes_cache[folder] = json.loads(sizes_path.read_text()) if sizes_path.exists() else {}
+            except (OSError, ValueError):
+                sizes_cache[folder] = {}
         size = sizes_cache[folder].get(Path(shard).name)
-        total += size if size is not None else sum(1 for _ in reader.iter_shard(shard))
+        if not isinstance(size, int):
+            size = sum(1 for _ in guard.read_raw([shard], lambda exc: True))
+        total += size
     return total

@@ -57,7 +57,10 @@ class ShardOptions:
         return fields
 
     def resolved_workers(self) -> int:
-        return self.workers or len(os.sched_getaffinity(0))
+        """`workers`, at most the cores available (0: all of them): sharding is CPU-bound, so more
+        processes than cores only cost memory (and thousands exhaust the process table)."""
+        cores = len(os.sched_getaffinity(0))
+        return min(self.workers, cores) if self.workers else cores
 
 
 VERSIONS = ("1.0", "1.2", "1.4")

@@ -15,7 +15,8 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from fcdata import keys, masks
+from fcdata import keys, masks, reasons
+from fcdata.errors import ReadError
 
 
 @dataclass
@@ -78,13 +79,16 @@ def iter_shard(path: str | Path) -> Iterator[dict[str, bytes]]:
     """Raw samples of one tar shard: {"__key__": key, extension: bytes, ...}, in file order.
 
     Plain ustar archives (what `fc shard` writes) are walked header by header here, ~8x faster than
-    tarfile; archives with pax or GNU long-name headers are read with tarfile instead.
+    tarfile; archives with pax or GNU long-name headers are read with tarfile instead. A file that
+    is not a tar raises ReadError; one cut short yields the samples before the cut, then raises it.
     """
-    with open(path, "rb") as stream:
-        data = stream.read()
-    members = _ustar_members(data)
-    if members is None:
-        members = _tarfile_members(data)
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read()
+    except OSError as exc:
+        raise ReadError(reasons.READ_UNREADABLE_SHARD, str(path), exc.strerror or str(exc)) from None
+    walked = _ustar_members(data)
+    members, cut = walked if walked is not None else _tarfile_members(data, str(path))
     current: dict[str, bytes] = {}
     for name, payload in members:
         key, _, extension = name.rpartition("/")[2].partition(".")
@@ -93,12 +97,16 @@ def iter_shard(path: str | Path) -> Iterator[dict[str, bytes]]:
             current = {}
         current[keys.KEY] = key
         current[extension] = payload
+    if cut:
+        # The last sample may have lost members to the cut: it is dropped with the shard's tail.
+        raise ReadError(reasons.READ_TRUNCATED_SHARD, str(path), cut)
     if current:
         yield current
 
 
-def _ustar_members(data: bytes) -> list[tuple[str, bytes]] | None:
-    """(name, data) of the regular files, or None if a header needs tarfile (pax, GNU, bad sum)."""
+def _ustar_members(data: bytes) -> tuple[list[tuple[str, bytes]], str] | None:
+    """(name, data) of the regular files and how the archive was cut short ("" if it was not),
+    or None if a header needs tarfile (pax, GNU, a bad checksum)."""
     members = []
     view = memoryview(data)
     offset = 0
@@ -117,20 +125,38 @@ def _ustar_members(data: bytes) -> list[tuple[str, bytes]] | None:
             return None
         start = offset + 512
         if start + size > len(data):
-            raise ValueError(f"truncated tar: a member of {size} bytes runs past the end of the file")
+            return members, f"a member of {size} bytes runs past the end of the file"
         if header[156:157] != b"5":
             name = header[:100].rstrip(b"\0").decode()
             prefix = header[345:500].rstrip(b"\0").decode()
             members.append((f"{prefix}/{name}" if prefix else name, bytes(view[start : start + size])))
         offset = start + size + (-size % 512)
-    return members
+    else:  # no end-of-archive block: the file stops at (or inside) a header
+        if members or offset < len(data):
+            return members, "the file ends without the end-of-archive block"
+    return members, ""
 
 
-def _tarfile_members(data: bytes) -> Iterator[tuple[str, bytes]]:
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
-        for member in archive:
-            if member.isfile():
-                yield member.name, archive.extractfile(member).read()
+def _tarfile_members(data: bytes, path: str) -> tuple[list[tuple[str, bytes]], str]:
+    """(name, data) of the regular files before any fault, and the fault ("" if none)."""
+    members: list[tuple[str, bytes]] = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+            for member in archive:
+                if member.isfile():
+                    payload = archive.extractfile(member).read()
+                    if len(payload) != member.size:
+                        return members, f"a member of {member.size} bytes runs past the end of the file"
+                    members.append((member.name, payload))
+    except tarfile.ReadError as exc:
+        if not members and not data.strip(b"\0"):
+            return members, ""  # only zero blocks (or nothing): a tar without members
+        if not members:
+            raise ReadError(reasons.READ_UNREADABLE_SHARD, path, f"not a tar archive: {exc}") from None
+        return members, str(exc)
+    except (EOFError, tarfile.TarError) as exc:
+        return members, f"{type(exc).__name__}: {exc}"
+    return members, ""
 
 
 _EMPTY_BLOCK = bytes(512)

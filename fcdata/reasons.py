@@ -54,3 +54,18 @@ REGION_FIXES = (FIX_CLIPPED, FIX_WHITESPACE, FIX_LONG_PHRASE)
 
 # Visual Genome images that other pipelines (e.g. scene-graph benchmarks) treat as corrupt.
 KNOWN_CORRUPT_IMAGE_IDS = (1592, 1722, 4616, 4617)
+
+# Shards and samples that readers of shards (train, eval, show, bench, pretraining) skip, counted
+# in each command's summary (fcdata.guard classifies the errors).
+READ_EMPTY_SHARD = "empty_shard"  # a shard file holding no sample (e.g. 0 bytes)
+READ_UNREADABLE_SHARD = "unreadable_shard"  # not a tar archive, or the file cannot be read
+READ_TRUNCATED_SHARD = "truncated_shard"  # the archive ends inside a member; samples before it are kept
+READ_MISSING_MEMBER = "missing_member"  # a sample without its jpg, json or mask member
+READ_BAD_METADATA = "bad_metadata"  # the json member is not UTF-8 JSON
+READ_BAD_IMAGE = "bad_image"  # the jpg member does not decode
+READ_BAD_SAMPLE = "bad_sample"  # anything else: fields of the wrong shape, masks that do not fit
+
+READ_SKIPS = (
+    READ_EMPTY_SHARD, READ_UNREADABLE_SHARD, READ_TRUNCATED_SHARD, READ_MISSING_MEMBER,
+    READ_BAD_METADATA, READ_BAD_IMAGE, READ_BAD_SAMPLE,
+)

@@ -41,8 +41,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fcdata import keys, masks, reasons, regions, vg
-from fcdata.errors import CountingHandler, UserError
+from fcdata.errors import CountingHandler, UserError, error_detail
 from fcdata.options import ShardOptions
+from fcdata.outputs import check_output_dir
+from fcdata.workers import init_worker, sigint_ignored
 
 log = logging.getLogger("fc.shard")
 
@@ -263,12 +265,14 @@ def load_image(path: str, options: ShardOptions, fixes: list[str]):
         image.load()
     except SkipImage:
         raise
-    except (UnidentifiedImageError, SyntaxError, ValueError, EOFError) as exc:
-        raise SkipImage(reasons.SKIP_UNDECODABLE, f"{type(exc).__name__}: {exc}") from None
+    except UnidentifiedImageError:
+        raise SkipImage(reasons.SKIP_UNDECODABLE, "UnidentifiedImageError: not an image format PIL reads") from None
+    except (SyntaxError, ValueError, EOFError) as exc:
+        raise SkipImage(reasons.SKIP_UNDECODABLE, error_detail(exc)) from None
     except OSError as exc:
         truncated = "truncated" in str(exc) or "broken data stream" in str(exc)
         reason = reasons.SKIP_TRUNCATED if truncated else reasons.SKIP_UNDECODABLE
-        raise SkipImage(reason, str(exc)) from None
+        raise SkipImage(reason, error_detail(exc, with_type=False)) from None
     if image.size != target:
         image = image.resize(target, Image.Resampling.BILINEAR)
     return image, source
@@ -498,7 +502,7 @@ def _write_shard(task: ShardTask, report: Callable[[int, int, float], None]) -> 
                 writer.stream.close()
                 temp_tar.unlink(missing_ok=True)
                 raise
-            row.update(status=reasons.SKIP_ERROR, detail=f"{type(exc).__name__}: {exc}")
+            row.update(status=reasons.SKIP_ERROR, detail=error_detail(exc))
             pending_skips += 1
         manifest_rows.append(row)
         pending_images += 1
@@ -533,8 +537,9 @@ def warm_up_kernels() -> None:
         masks.encode_profiles(*masks.box_profiles(stored.astype(np.float32), 2, 2, feather), binary=feather == 0.0)
 
 
-def _init_worker(queue) -> None:
+def _init_worker(queue, parent: int) -> None:
     global _worker_queue
+    init_worker(parent)
     _worker_queue = queue
     warm_up_kernels()
 
@@ -561,9 +566,10 @@ def _worker_pool(workers: int) -> Iterator[_Workers | None]:
         return
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(queue,))
-    for _ in range(workers):
-        pool.submit(int)  # a no-op that makes the pool start its processes now
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(queue, os.getpid()))
+    with sigint_ignored():
+        for _ in range(workers):
+            pool.submit(int)  # a no-op that makes the pool start its processes now
     try:
         yield _Workers(pool, queue, workers)
     finally:
@@ -695,8 +701,7 @@ def shard_vg(
     """Shard a Visual Genome root into `out_dir` (see the module docstring)."""
     started = time.perf_counter()
     vg.annotation_files(vg_root)  # fail on a wrong root before any worker starts
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} exists and is not a directory")
+    check_output_dir(out_dir)
     base_config = {"format": FORMAT_VERSION, "options": options.output_affecting()}
     finished = _finished_summary(out_dir, base_config)
     if finished is not None:
@@ -704,6 +709,8 @@ def shard_vg(
 
     workers = options.resolved_workers()
     with _worker_pool(workers) as pool:
+        if progress and workers < options.workers:
+            progress.note(f"workers: {workers} (the cores available), not {options.workers}")
         if progress:
             progress.note("reading annotations")
         annotations = vg.load_vg(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 from pathlib import Path
 
 import numpy as np
 
-from fcdata.reader import RegionSample
+from fcdata.errors import CountingHandler
+from fcdata.guard import check_shards, decoded, read_raw, require_any
+from fcdata.reader import RegionSample, decode_sample
 
 PALETTE = (
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -36,6 +40,20 @@ def render_sample(sample: RegionSample, max_regions: int = 8, scale: int = 2):
     legend = [(PALETTE[k % len(PALETTE)], sample.phrases[k]) for k in range(count)]
     title = f"image {sample.meta['image_id']}: {len(sample.phrases)} regions"
     return _with_caption(picture, scale, [((0, 0, 0), title)], legend)
+
+
+def render_shard_samples(paths: list[str], count: int, max_regions: int, handler: CountingHandler) -> list:
+    """Pictures (render_sample) of the first `count` readable samples of the shards; unreadable
+    shards and samples are skipped and counted in `handler`; none readable is a UserError."""
+    check_shards(paths)
+    render = functools.partial(_render_raw, max_regions=max_regions)
+    pictures = list(itertools.islice(decoded(read_raw(paths, handler), render, handler), count))
+    require_any(len(pictures), handler, "shards")
+    return pictures
+
+
+def _render_raw(sample: dict, max_regions: int):
+    return render_sample(decode_sample(sample), max_regions)
 
 
 def render_box_choice(image: np.ndarray, boxes: np.ndarray, phrase: str, chosen: int, correct: int, scale: int = 3):

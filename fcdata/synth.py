@@ -79,8 +79,8 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from fcdata.errors import UserError
 from fcdata.options import SynthOptions
+from fcdata.outputs import check_output_dir
 from fcdata.reasons import (
     DROP_BAD_RECORD,
     DROP_DUPLICATE,
@@ -108,6 +108,7 @@ from fcdata.reasons import (
     SKIP_TRUNCATED,
     SKIP_UNDECODABLE,
 )
+from fcdata.workers import init_worker, sigint_ignored
 
 IMAGE_FOLDERS = ("VG_100K", "VG_100K_2")
 ANNOTATION_FILES = (
@@ -636,8 +637,7 @@ def generate_vg(
     An interrupted run leaves no half-written file and no report, so it is not taken for finished.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"output path {out_dir} exists and is not a directory")
+    check_output_dir(out_dir)
     for folder in IMAGE_FOLDERS:
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
     (out_dir / REPORT_FILE).unlink(missing_ok=True)
@@ -720,16 +720,17 @@ def _render_all(tasks: list[_ImageTask], workers: int) -> Iterator[RenderedImage
     An executor rather than multiprocessing.Pool: a worker that dies raises BrokenProcessPool
     here, where a Pool would start replacements forever and hang.
     """
-    if workers == 0:
-        workers = len(os.sched_getaffinity(0))
-    workers = min(workers, len(tasks))
+    cores = len(os.sched_getaffinity(0))
+    workers = min(workers or cores, cores, len(tasks))  # rendering is CPU-bound: no more than the cores
     if workers <= 1:
         yield from map(_render_task, tasks)
         return
     chunk = max(1, min(16, len(tasks) // (4 * workers)))
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as executor:
-        yield from executor.map(_render_task, tasks, chunksize=chunk)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker, initargs=(os.getpid(),)) as executor:
+        with sigint_ignored():  # map submits every task, and so starts every process, here
+            rendered = executor.map(_render_task, tasks, chunksize=chunk)
+        yield from rendered
 
 
 def _inject_region_quirk(

@@ -6,8 +6,10 @@
                                                      step, samples seen, RNG states, loader
                                                      position, the resolved config
 
-Each is written to a temporary directory and renamed when complete, so a crash never leaves a
-checkpoint that looks finished; only the newest `keep_last` are kept.
+Each is written to a temporary directory, flushed to disk and renamed when complete, so a crash
+(even kill -9 or a power cut) never leaves a checkpoint that looks finished; only the newest
+`keep_last` are kept. train_state.pt holds plain types and tensors only and is read with
+`weights_only=True`: loading a checkpoint never runs code from it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 
 from fcdata.errors import UserError
 from fcdata.loader import LoaderPosition
-from fctrain.model import RGBAClip, load_adapters, save_adapters
+from fctrain.model import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ALPHA_WEIGHTS, RGBAClip, load_adapters, save_adapters
 
 STATE_FILE = "train_state.pt"
 PREFIX = "step-"
@@ -49,7 +51,9 @@ class TrainState:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    numpy_state = (name, keys.tolist(), position, has_gauss, gauss)  # plain types: weights_only loads it
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -57,7 +61,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, np.uint32), position, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -93,32 +98,68 @@ def save_checkpoint(
         },
         temporary / STATE_FILE,
     )
-    if final.exists():
-        shutil.rmtree(final)
+    _flush(temporary)
+    old = None
+    if final.exists():  # a directory cannot be renamed over a non-empty one: move it aside first
+        old = folder / f".{final.name}.old{os.getpid()}"
+        os.replace(final, old)
     os.replace(temporary, final)
+    _flush(folder)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     for old in sorted(folder.glob(f"{PREFIX}*"))[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _flush(directory: Path) -> None:
+    """fsync the files of `directory` and the directory itself (its entries)."""
+    for path in [*directory.iterdir(), directory]:
+        if path.is_dir() and path != directory:
+            continue
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+CHECKPOINT_FILES = (STATE_FILE, ADAPTER_CONFIG, ADAPTER_WEIGHTS, ALPHA_WEIGHTS)
+
+
+def is_checkpoint(path: Path) -> bool:
+    return all((path / name).is_file() for name in CHECKPOINT_FILES)
+
+
 def find_checkpoint(run_dir: Path, resume: str) -> Path:
-    """The checkpoint `resume` names: "latest" (newest in the run) or a checkpoint directory."""
+    """The checkpoint `resume` names: "latest" (the newest complete one in the run) or a
+    checkpoint directory."""
     if resume == "latest":
-        candidates = sorted(checkpoint_dir(run_dir).glob(f"{PREFIX}*"))
+        candidates = [p for p in sorted(checkpoint_dir(run_dir).glob(f"{PREFIX}*")) if is_checkpoint(p)]
         if not candidates:
             raise UserError(f"--resume latest: no checkpoint in {checkpoint_dir(run_dir)}")
         return candidates[-1]
     path = Path(resume)
-    if not (path / STATE_FILE).is_file():
-        raise UserError(f"--resume {resume}: not a checkpoint directory (no {STATE_FILE})")
+    if not is_checkpoint(path):
+        missing = next(name for name in CHECKPOINT_FILES if not (path / name).is_file())
+        raise UserError(f"--resume {resume}: not a checkpoint directory (no {missing})")
     return path
+
+
+def read_state(path: Path) -> dict:
+    """The train_state.pt of checkpoint `path`, loaded without running code from it."""
+    try:
+        return torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged or foreign file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path / STATE_FILE}: not a checkpoint this version can read ({first[:200]})") from None
 
 
 def load_checkpoint(
     path: Path, model: RGBAClip, optimizer, scheduler, scaler, state: TrainState, rank: int
 ) -> dict:
     """Restore everything saved by save_checkpoint into the given objects; returns the saved config."""
-    saved = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    saved = read_state(path)
     load_adapters(model, path)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
@@ -150,7 +191,7 @@ def load_trained(run_dir: Path, checkpoint: str = "latest", device: str | torch.
     model_config = dataclasses.replace(config.model, compile=False, gradient_checkpointing=False)
     model, tokenizer = build_model(model_config, config.lora, run_dir / "tiny-model", seed=config.run.seed)
     load_adapters(model, path)
-    saved = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    saved = read_state(path)
     with torch.no_grad():
         model.logit_scale.copy_(saved["logit_scale"])
     return model.to(device).eval(), tokenizer, config

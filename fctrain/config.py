@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -148,9 +149,9 @@ class TrainConfig:
             unknown = sorted(set(values) - set(known))
             if unknown:
                 raise UserError(f"unknown setting {section.name}.{unknown[0]} (known: {', '.join(sorted(known))})")
+            types = typing.get_type_hints(section.default_factory)
             for name, value in values.items():
-                if isinstance(value, list):
-                    values[name] = tuple(value)
+                values[name] = _checked(f"{section.name}.{name}", value, types[name])
             if section.name == "data" and "seed" not in values:
                 # One seed for the whole run, as users expect; data.seed splits it off when asked
                 # (e.g. the same data order under several inits). The resolved value is saved.
@@ -160,6 +161,29 @@ class TrainConfig:
         if unknown_sections:
             raise UserError(f"unknown config section [{unknown_sections[0]}] (known: {', '.join(sections)})")
         return cls(**sections)
+
+
+def _checked(key: str, value, expected):
+    """`value` as the field's type (an int where a float is expected becomes a float, a list a
+    tuple), or a UserError naming the key: a wrong type would otherwise fail later, far away."""
+    origin = typing.get_origin(expected)
+    if origin is tuple:
+        items = typing.get_args(expected)
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{key} must be a list, got {value!r}")
+        if items[-1] is Ellipsis:
+            items = (items[0],) * len(value)
+        elif len(value) != len(items):
+            raise UserError(f"{key} must be a list of {len(items)} values, got {list(value)!r}")
+        return tuple(_checked(f"{key}[{i}]", v, t) for i, (v, t) in enumerate(zip(value, items)))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected in (int, float, str, bool) and (type(value) is not expected):
+        raise UserError(f"{key} must be {_TYPE_NAMES[expected]}, got {value!r}")
+    return value
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string (quoted in TOML)", bool: "true or false"}
 
 
 def load_config(path: Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
@@ -236,3 +260,7 @@ class EvalOptions:
     attention_strength: float = 0.2  # peak attention-logit bias of the attention_bias baseline
     class_names: tuple[str, ...] = ()  # zero-shot classes; default: the VG object names present
     examples: int = 8  # box-selection examples kept for pictures
+
+    def __post_init__(self) -> None:
+        if self.max_images < 1 or self.max_regions < 2 or self.batch_size < 1:
+            raise UserError("eval needs max_images >= 1, max_regions >= 2 (box selection picks among them) and batch_size >= 1")

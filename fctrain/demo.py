@@ -52,7 +52,7 @@ def run_demo(
     synth = generate_vg(vg_root, SynthOptions(num_images=options.images, seed=options.seed, quirks=True, workers=options.workers), synth_progress)
     shards = shard_vg(vg_root, shard_dir, ShardOptions(shard_samples=64, val_fraction=0.1, workers=options.workers), shard_progress)
     config = demo_train_config(options, shard_dir)
-    training = train(config, train_progress)
+    training = train(config, train_progress, overwrite=True)  # OUT/run is the demo's own: run again, it starts over
     from fctrain.checkpoint import load_trained
 
     model, tokenizer, _ = load_trained(config.run.out_dir)

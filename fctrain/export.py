@@ -18,6 +18,8 @@ from pathlib import Path
 
 from transformers import CLIPModel
 
+from fcdata.errors import UserError
+
 from fcdata.transforms import ALPHA_MEAN, ALPHA_STD, CLIP_MEAN, CLIP_STD
 from fctrain.model import ALPHA_WEIGHTS, RGBAClip, save_alpha_embedding, write_directory_atomically
 
@@ -26,13 +28,45 @@ FORMAT = "focus-clip"
 FORMAT_VERSION = 1  # bump when the layout or the meaning of a field changes
 
 
-def export_model(model: RGBAClip, tokenizer, out_dir: Path, image_size: int) -> Path:
-    """Write `model` (LoRA merged) and `tokenizer` to `out_dir`, replacing it whole; the training
-    model is left untouched. Nothing is left half-written if this fails or is interrupted."""
+def check_export_target(out_dir: Path, overwrite: bool = False) -> None:
+    """Refuse to replace anything but an earlier export holding only what the export wrote (or
+    nothing, or a missing path), unless `overwrite`: export replaces `out_dir` whole."""
+    out_dir = Path(out_dir)
+    if overwrite or not (out_dir.exists() or out_dir.is_symlink()):
+        return
+    if not out_dir.is_dir() or out_dir.is_symlink():
+        raise UserError(f"--out {out_dir} exists and is not a directory; pass --overwrite to replace it")
+    present = {str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if not p.is_dir()}
+    if not present:
+        return
+    try:
+        metadata = json.loads((out_dir / METADATA).read_text())
+    except (OSError, ValueError):
+        metadata = None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise UserError(
+            f"--out {out_dir} is not empty and is not a Focus-CLIP export; choose another folder "
+            "or pass --overwrite to replace it whole"
+        )
+    written = set(metadata.get("files", present))
+    foreign = sorted(present - written)
+    if foreign:
+        raise UserError(
+            f"--out {out_dir} is an earlier export but also holds {foreign[0]}"
+            + (f" and {len(foreign) - 1} more files" if len(foreign) > 1 else "")
+            + " that the export did not write; move them, or pass --overwrite to replace the folder whole"
+        )
+
+
+def export_model(model: RGBAClip, tokenizer, out_dir: Path, image_size: int, overwrite: bool = False) -> Path:
+    """Write `model` (LoRA merged) and `tokenizer` to `out_dir`, replacing it whole (see
+    check_export_target); the training model is left untouched. Nothing is left half-written if
+    this fails or is interrupted."""
     model_size = model.image_size
     if image_size != model_size:
         raise ValueError(f"export image_size {image_size} differs from the model's {model_size}")
     out_dir = Path(out_dir)
+    check_export_target(out_dir, overwrite)
     with write_directory_atomically(out_dir) as tmp:
         merged_clip(model).save_pretrained(tmp)  # safetensors
         tokenizer.save_pretrained(tmp)
@@ -50,6 +84,8 @@ def export_model(model: RGBAClip, tokenizer, out_dir: Path, image_size: int) -> 
             "alpha_std": ALPHA_STD,
             "alpha_weights": ALPHA_WEIGHTS,
         }
+        # What this export wrote: a later export into the same folder replaces only these.
+        metadata["files"] = sorted([str(p.relative_to(tmp)) for p in tmp.rglob("*") if not p.is_dir()] + [METADATA])
         (tmp / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
     return out_dir
 

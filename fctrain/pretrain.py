@@ -11,6 +11,7 @@ the whole-image baseline stays at chance among one image's regions.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -21,9 +22,9 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from fcdata import keys
+from fcdata import guard, keys
+from fcdata.errors import CountingHandler
 from fcdata.loader import phrase_key
-from fcdata.reader import iter_shard
 from fcdata.transforms import letterbox, normalize_images
 from fctrain.loss import region_contrastive_loss
 
@@ -39,24 +40,38 @@ class PretrainOptions:
 
 
 def crop_pairs(shards: list[str], size: int, options: PretrainOptions) -> Iterator[tuple[np.ndarray, str]]:
-    """Endless (size x size x 3 uint8 crop, phrase) pairs, cycling through the shards."""
+    """Endless (size x size x 3 uint8 crop, phrase) pairs, cycling through the shards; unreadable
+    shards and samples are skipped (counted, logged), and a pass that yields nothing is an error."""
+    rng = random.Random(options.seed)
+    handler = CountingHandler("tiny-model pretraining")
+    while True:
+        produced = 0
+        for pairs in guard.decoded(guard.read_raw(shards, handler), functools.partial(_sample_crops, rng=rng, size=size, options=options), handler):
+            for pair in pairs:
+                produced += 1
+                yield pair
+        guard.require_any(produced, handler, "shards for tiny-model pretraining")
+
+
+def _sample_crops(sample: dict, rng: random.Random, size: int, options: PretrainOptions) -> list[tuple[np.ndarray, str]]:
+    """Crops of up to crops_per_image distinct-phrase regions of one sample, with their phrases."""
     from PIL import Image
 
-    rng = random.Random(options.seed)
-    empty = np.zeros((0, 1, 1), np.uint8)
-    while True:
-        for shard in shards:
-            for sample in iter_shard(shard):
-                meta = json.loads(sample[keys.META])
-                regions = meta["regions"]
-                distinct = list({p.lower(): k for k, p in reversed(list(enumerate(regions["phrase"])))}.values())
-                image = Image.open(io.BytesIO(sample[keys.IMAGE])).convert("RGB")
-                for k in rng.sample(distinct, min(options.crops_per_image, len(distinct))):
-                    x0, y0, x1, y1 = regions["box"][k]
-                    margin = rng.uniform(*options.margin)  # objects seen tight and amid their scene
-                    pad_x, pad_y = margin * (x1 - x0), margin * (y1 - y0)
-                    box = (max(0, x0 - pad_x), max(0, y0 - pad_y), min(image.width, x1 + pad_x), min(image.height, y1 + pad_y))
-                    yield letterbox(np.asarray(image.crop(box)), empty, size)[0], regions["phrase"][k]
+    meta = json.loads(sample[keys.META])
+    regions = meta["regions"]
+    distinct = list({p.lower(): k for k, p in reversed(list(enumerate(regions["phrase"])))}.values())
+    image = Image.open(io.BytesIO(sample[keys.IMAGE])).convert("RGB")
+    crops = []
+    for k in rng.sample(distinct, min(options.crops_per_image, len(distinct))):
+        x0, y0, x1, y1 = regions["box"][k]
+        margin = rng.uniform(*options.margin)  # objects seen tight and amid their scene
+        pad_x, pad_y = margin * (x1 - x0), margin * (y1 - y0)
+        box = (max(0, x0 - pad_x), max(0, y0 - pad_y), min(image.width, x1 + pad_x), min(image.height, y1 + pad_y))
+        crops.append((letterbox(np.asarray(image.crop(box)), _NO_MASKS, size)[0], regions["phrase"][k]))
+    return crops
+
+
+_NO_MASKS = np.zeros((0, 1, 1), np.uint8)
 
 
 def pretrain_tiny_clip(clip, tokenizer, shards: list[str], options: PretrainOptions, report: Callable[[int, float], None] | None = None) -> None:

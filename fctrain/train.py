@@ -17,22 +17,26 @@ import math
 import os
 import signal
 import time
-from contextlib import nullcontext
+import threading
+from collections import Counter
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import torch
 import torch.distributed as dist
 
-from fcdata.errors import UserError
+from fcdata import guard, keys
+from fcdata.errors import CountingHandler, Interrupted, UserError
 from fcdata.loader import LoaderPosition, Prefetcher, RegionStream, count_samples, make_loader, resolve_shards
-from fcdata.reader import iter_shard
-from fctrain.checkpoint import TrainState, find_checkpoint, load_checkpoint, save_checkpoint
+from fcdata.outputs import write_text_atomically
+from fctrain.checkpoint import TrainState, find_checkpoint, load_checkpoint, read_state, save_checkpoint
 from fctrain.config import OptimConfig, TrainConfig, to_toml
 from fctrain.loss import region_contrastive_loss
 from fctrain.model import RGBAClip, TextEmbeddingCache, build_model, encode_right_padded, trainable_summary
 from fctrain.pretrain import PretrainOptions, pretrain_tiny_clip
+from fctrain.rundir import CONFIG_FILE, TINY_MODEL, check_checkpoint_config, prepare_run_dir
 
 
 class TrainProgress(Protocol):
@@ -60,6 +64,8 @@ class TrainResult:
     step: int
     checkpoint: Path | None
     metrics: dict  # the last logged row
+    stopped_by: int | None = None  # the signal that stopped the run before run.steps, if one did
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # this rank's skipped samples, by reason
 
 
 def setup_runtime(config: TrainConfig) -> Runtime:
@@ -139,25 +145,48 @@ def make_scaler(runtime: Runtime) -> torch.amp.GradScaler:
 def train_phrases(shards: list[str], limit: int = 200_000) -> list[str]:
     """Captions of the training shards: the tiny model's tokenizer is built from them."""
     phrases: list[str] = []
-    for shard in shards:
-        for sample in iter_shard(shard):
-            phrases += json.loads(sample["json"])["regions"]["phrase"]
-            if len(phrases) >= limit:
-                return phrases
+    handler = CountingHandler("reading captions")
+    for captions in guard.decoded(guard.read_raw(shards, handler), _phrases_of, handler):
+        phrases += captions
+        if len(phrases) >= limit:
+            return phrases
+    guard.require_any(len(phrases), handler, "training shards")
     return phrases
 
 
-def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainResult:
+def _phrases_of(sample: dict) -> list[str]:
+    phrases = json.loads(sample[keys.META])["regions"]["phrase"]
+    if not all(isinstance(p, str) for p in phrases):
+        raise ValueError("phrases must be strings")
+    return phrases
+
+
+def train(config: TrainConfig, progress: TrainProgress | None = None, overwrite: bool = False) -> TrainResult:
+    """Train as `config` says. `overwrite`: the run folder may hold another run, whose files
+    (fctrain.rundir.RUN_OUTPUTS) are deleted first. Everything that can be checked without
+    building the model is checked first."""
+    with _signals_interrupt():
+        return _train(config, progress, overwrite)
+
+
+def _train(config: TrainConfig, progress: TrainProgress | None, overwrite: bool) -> TrainResult:
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # ours is the progress display
-    runtime = setup_runtime(config)
     run_dir = Path(config.run.out_dir)
     shards = resolve_shards(config.data.shards, config.data.split)
+    guard.check_shards(shards, "training shards")
+    _check_workers(config.data.workers)
+    resume_from, saved = None, None
+    if config.checkpoint.resume:
+        resume_from = find_checkpoint(run_dir, config.checkpoint.resume)
+        saved = read_state(resume_from)
+        check_checkpoint_config(resume_from, saved.get("config", {}), config)
+    runtime = setup_runtime(config)
     if runtime.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.toml").write_text(to_toml(config))
-    tiny_dir = run_dir / "tiny-model"
+        prepare_run_dir(run_dir, config, overwrite)
+        write_text_atomically(run_dir / CONFIG_FILE, to_toml(config))
+    tiny_dir = run_dir / TINY_MODEL
     if config.model.name_or_path == "tiny" and runtime.main and not (tiny_dir / "config.json").exists():
         if progress:
             progress.note(f"creating the tiny model: {config.model.tiny_pretrain_steps} steps of CLIP pretraining on region crops")
@@ -179,11 +208,10 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
     scaler = make_scaler(runtime)
     roles = max(1, config.data.workers)
     state = TrainState(position=LoaderPosition(emitted=[0] * roles))
-    if config.checkpoint.resume:
-        path = find_checkpoint(run_dir, config.checkpoint.resume)
-        load_checkpoint(path, model, optimizer, scheduler, scaler, state, runtime.rank)
+    if resume_from is not None:
+        load_checkpoint(resume_from, model, optimizer, scheduler, scaler, state, runtime.rank)
         if progress and runtime.main:
-            progress.note(f"resumed from {path} at step {state.step}")
+            progress.note(f"resumed from {resume_from} at step {state.step}")
     trained = torch.nn.parallel.DistributedDataParallel(model) if runtime.world > 1 else model
     loop = _Loop(config, runtime, model, trained, tokenizer, optimizer, scheduler, scaler, state, shards, run_dir, progress)
     try:
@@ -205,9 +233,10 @@ class _Loop:
         per_step = config.data.images_per_batch * runtime.world * config.optim.grad_accum
         self.batches_per_epoch = max(1, math.ceil(images / per_step)) * config.optim.grad_accum
         self.stop_signal: int | None = None  # a signal this process caught
-        self.stopping = False  # some rank caught one: every rank leaves after the same step
+        self.stopping = 0  # the signal some rank caught (0: none): every rank leaves after the same step
         self.last_checkpoint: Path | None = None
         self.metrics: dict = {}
+        self.skipped: Counter[str] = Counter()  # over the logged windows of this process
 
     def run(self) -> TrainResult:
         config, state = self.config, self.state
@@ -242,14 +271,16 @@ class _Loop:
                         break
                 else:  # an exactly-once stream ran out before batches_per_epoch (skips, few regions)
                     if state.position.batches == 0:
-                        raise UserError("the training shards gave no batch in a whole epoch")
+                        why = prefetcher.problems[0] if prefetcher.problems else "no sample had a usable region"
+                        raise UserError(f"the training shards gave no batch in a whole epoch: {why}")
                     state.position.next_epoch(len(state.position.emitted))
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if not self.last_checkpoint or not self.last_checkpoint.name.endswith(f"{state.step:07d}"):
             self._checkpoint()
-        return TrainResult(self.run_dir, state.step, self.last_checkpoint, self.metrics)
+        stopped = self.stopping if self.stopping and state.step < config.run.steps else None
+        return TrainResult(self.run_dir, state.step, self.last_checkpoint, self.metrics, stopped, dict(sorted(self.skipped.items())))
 
     def _stream(self) -> RegionStream:
         return RegionStream(
@@ -299,6 +330,7 @@ class _Loop:
         self.state.nonfinite_steps += row.pop("nonfinite_now")
         row["nonfinite_steps"] = self.state.nonfinite_steps
         self.metrics = row
+        self.skipped.update(row["skipped_samples"])
         if self.runtime.main:
             with open(self.run_dir / "metrics.jsonl", "a") as log:
                 log.write(json.dumps(row) + "\n")
@@ -359,18 +391,19 @@ class _Loop:
 
     def _stop_requested(self) -> bool:
         """Whether any rank caught SIGINT/SIGTERM. Ranks must agree: one that left the loop a step
-        early would wait in its final checkpoint while the others wait in the next step's gather."""
-        stop = self.stop_signal is not None
+        early would wait in its final checkpoint while the others wait in the next step's gather.
+        They agree on the signal too, so every rank reports it (and exits with its code)."""
+        caught = self.stop_signal or 0
         if self.runtime.world > 1:
-            flag = torch.tensor([int(stop)])
-            dist.all_reduce(flag, group=self.runtime.control_group)
-            stop = bool(flag.item())
-        self.stopping = stop
-        return stop
+            flag = torch.tensor([caught])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.runtime.control_group)
+            caught = int(flag.item())
+        self.stopping = caught
+        return bool(caught)
 
     def _on_signal(self, number, frame) -> None:
         if self.stop_signal is not None:
-            raise KeyboardInterrupt  # a second signal: stop now, without a checkpoint
+            raise Interrupted(number)  # a second signal: stop now, without a checkpoint
         self.stop_signal = number
         if self.progress and self.runtime.main:
             self.progress.note(f"signal {signal.Signals(number).name}: saving a checkpoint after this step")
@@ -427,6 +460,35 @@ class _Window:
             row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
         self.reset()
         return row
+
+
+def _check_workers(workers: int) -> None:
+    cores = len(os.sched_getaffinity(0))
+    if workers > 4 * cores:
+        raise UserError(
+            f"data.workers = {workers} is more than 4 per core ({cores} cores available to this process); "
+            "each worker is a process holding a shuffle buffer: use at most the number of cores"
+        )
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise Interrupted while the run is being set up, so that cleanup code
+    runs (the temporaries of a half-built tiny model are removed); the loop installs its own
+    handlers (a checkpoint after the current step) once training starts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _interrupt(number, frame) -> None:
+    raise Interrupted(number)
 
 
 def _barrier(runtime: Runtime) -> None:

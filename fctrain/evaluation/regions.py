@@ -19,20 +19,22 @@ zero alpha conv: CLIP itself), and the prompts of fctrain.prompts on the base we
 
 from __future__ import annotations
 
+import functools
+import io
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fcdata import keys, masks
+from fcdata import guard, keys, masks
+from fcdata.errors import CountingHandler
 from fcdata.augment import SampleRegions, evaluation_regions, make_views
 from fcdata.loader import phrase_key, resolve_shards
 from fcdata.options import LoaderOptions
-from fcdata.reader import iter_shard
 from fcdata.transforms import letterbox, normalize_alphas, normalize_images
 from fctrain.config import EVAL_METHODS as METHODS
 from fctrain.config import EvalOptions
@@ -71,6 +73,7 @@ class EvalReport:
     regions: int
     results: dict[str, dict[str, float]]  # method -> metric -> value
     examples: list[dict] = field(default_factory=list)  # box selections of the focus method, for pictures
+    skipped: dict[str, int] = field(default_factory=dict)  # unreadable shards and samples, by reason
     example_images: dict[int, EvalImage] = field(default_factory=dict, repr=False)  # their images; not in JSON
 
     def to_json(self) -> str:
@@ -79,35 +82,39 @@ class EvalReport:
         return json.dumps(data, indent=2)
 
 
-def load_eval_images(options: EvalOptions, size: int) -> list[EvalImage]:
-    """The first max_images images (with at least one region) of the shards, evaluation view."""
-    from PIL import Image
-    import io
-
+def load_eval_images(options: EvalOptions, size: int, handler: CountingHandler | None = None) -> list[EvalImage]:
+    """The first max_images images (with at least one region) of the shards, evaluation view.
+    Unreadable shards and samples are skipped and counted in `handler`; none left is a UserError."""
+    handler = handler or CountingHandler("fc eval")
     view_options = LoaderOptions(batch_size=options.max_regions, regions_per_image=options.max_regions)
-    images: list[EvalImage] = []
-    for shard in resolve_shards(options.shards, options.split):
-        for sample in iter_shard(shard):
-            meta = json.loads(sample[keys.META])
-            regions = SampleRegions.of(meta, view_options.full_image_min_cover)
-            stored = Image.open(io.BytesIO(sample[keys.IMAGE])).convert("RGB")
-            chosen = evaluation_regions(regions, options.max_regions)
-            rows, cols = masks.decode_profiles(sample[keys.MASK_PROFILES], meta["height"], chosen.tolist())
-            views = make_views(stored, rows, cols, regions, chosen, size, view_options, None)
-            boxes = regions.boxes[chosen]
-            side = max(regions.width, regions.height)
-            shift = np.array([(side - regions.width) // 2, (side - regions.height) // 2] * 2, np.float64)
-            names = meta["regions"].get("object_names") or [[] for _ in meta["regions"]["phrase"]]
-            images.append(
-                EvalImage(
-                    image_id=meta["image_id"], stored=stored, letterboxed=views.image, alphas=views.alphas,
-                    boxes=boxes, model_boxes=(boxes + shift) * size / side, phrases=views.phrases,
-                    objects=[(names[k][0].lower() if names[k] else "") for k in chosen],
-                )
-            )
-            if len(images) == options.max_images:
-                return images
+    shards = resolve_shards(options.shards, options.split)
+    guard.check_shards(shards, "validation shards")
+    decode = functools.partial(_eval_image, size=size, options=options, view_options=view_options)
+    images = list(itertools.islice(guard.decoded(guard.read_raw(shards, handler), decode, handler), options.max_images))
+    guard.require_any(len(images), handler, f"validation shards {options.shards}")
     return images
+
+
+def _eval_image(sample: dict, size: int, options: EvalOptions, view_options: LoaderOptions) -> EvalImage:
+    from PIL import Image
+
+    meta = json.loads(sample[keys.META])
+    regions = SampleRegions.of(meta, view_options.full_image_min_cover)
+    stored = Image.open(io.BytesIO(sample[keys.IMAGE])).convert("RGB")
+    chosen = evaluation_regions(regions, options.max_regions)
+    if not len(chosen):
+        raise ValueError("no region to evaluate")
+    rows, cols = masks.decode_profiles(sample[keys.MASK_PROFILES], meta["height"], chosen.tolist())
+    views = make_views(stored, rows, cols, regions, chosen, size, view_options, None)
+    boxes = regions.boxes[chosen]
+    side = max(regions.width, regions.height)
+    shift = np.array([(side - regions.width) // 2, (side - regions.height) // 2] * 2, np.float64)
+    names = meta["regions"].get("object_names") or [[] for _ in meta["regions"]["phrase"]]
+    return EvalImage(
+        image_id=meta["image_id"], stored=stored, letterboxed=views.image, alphas=views.alphas,
+        boxes=boxes, model_boxes=(boxes + shift) * size / side, phrases=views.phrases,
+        objects=[(names[k][0].lower() if names[k] else "") for k in chosen],
+    )
 
 
 def _encode(model: RGBAClip, pictures: list[np.ndarray], alphas: list[np.ndarray], batch_size: int, device) -> torch.Tensor:
@@ -231,7 +238,8 @@ def evaluate(model: RGBAClip, tokenizer, options: EvalOptions, device: torch.dev
 
         raise UserError(f"unknown eval method {unknown[0]!r}; known: {', '.join(METHODS)}")
     model.eval()
-    images = load_eval_images(options, model.image_size)
+    handler = CountingHandler("fc eval")
+    images = load_eval_images(options, model.image_size, handler)
     phrases = [p for image in images for p in image.phrases]
     labels = [name for image in images for name in image.objects]
     classes = list(options.class_names) or sorted({name for name in labels if name})
@@ -252,6 +260,6 @@ def evaluate(model: RGBAClip, tokenizer, options: EvalOptions, device: torch.dev
                 examples = picks[: options.examples]
     by_id = {image.image_id: image for image in images}
     return EvalReport(
-        images=len(images), regions=len(phrases), results=results, examples=examples,
+        images=len(images), regions=len(phrases), results=results, examples=examples, skipped=dict(sorted(handler.counts.items())),
         example_images={e["image_id"]: by_id[e["image_id"]] for e in examples},
     )

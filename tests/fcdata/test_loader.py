@@ -277,8 +277,8 @@ def test_corrupt_samples_and_shards_are_counted_not_fatal(shards, tokenizer, tmp
     skipped: Counter[str] = Counter()
     for batch in make_loader(stream):
         skipped.update(batch.skipped)
-    assert skipped["UnidentifiedImageError"] == 1
-    assert skipped["shard:ValueError"] == 1
+    assert skipped["bad_image"] == 1
+    assert skipped["truncated_shard"] == 1
 
 
 def test_shard_specs_resolve_and_missing_shards_are_user_errors(shards, tmp_path):

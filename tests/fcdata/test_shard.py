@@ -258,3 +258,64 @@ def test_webdataset_reads_the_shards(clean):
     samples = list(wds.WebDataset(sorted(str(p) for p in out.glob("*.tar")), shardshuffle=False))
     assert len(samples) == summary.data["images"]["written"]
     assert all({"jpg", "profiles.png", "json"} <= set(s) for s in samples)
+
+
+def test_manifest_is_byte_identical_between_runs(quirky, tmp_path):
+    """Two runs over the same input (undecodable, truncated and missing images among it) write
+    byte-identical manifests: no memory address or other accident of the run in any detail."""
+    root, _ = quirky
+    first, second = tmp_path / "a", tmp_path / "b"
+    shard_vg(root, first, ShardOptions(workers=1))
+    shard_vg(root, second, ShardOptions(workers=2))
+    manifest = pq.read_table(first / "manifest.parquet").to_pydict()
+    undecodable = [d for s, d in zip(manifest["status"], manifest["detail"]) if s == reasons.SKIP_UNDECODABLE]
+    assert undecodable and not any(" at 0x" in detail for detail in undecodable)
+    assert (first / "manifest.parquet").read_bytes() == (second / "manifest.parquet").read_bytes()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a container's init may never reap orphans)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds worker processes through /proc")
+@pytest.mark.parametrize("how", ["kill -9 of the parent", "Ctrl-C to the process group"])
+def test_workers_end_with_the_command(clean, tmp_path, how):
+    """kill -9 of `fc shard`: its workers notice and exit within seconds. Ctrl-C to the whole
+    process group: exit code 130, one short message, no traceback from any process."""
+    root, _, _ = clean
+    command = [sys.executable, "-m", "fc", "shard", "--vg-root", str(root), "--out", str(tmp_path / "out"),
+               "--shard-samples", "4", "--workers", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while time.monotonic() < deadline and process.poll() is None and len(workers) < 2:
+        workers = [c for c in _children(process.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        time.sleep(0.05)
+    if process.poll() is not None:
+        pytest.skip("the run finished before its workers could be seen")
+    time.sleep(1.0)  # past the moment the parent ignores SIGINT while it starts them (fcdata.workers)
+    if how.startswith("kill"):
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    else:
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=60) == 130
+        stderr = process.stderr.read().decode()
+        assert "Traceback" not in stderr and len(stderr.splitlines()) <= 2, stderr
+    gone_by = time.monotonic() + 10
+    while time.monotonic() < gone_by and any(_running(w) for w in workers):
+        time.sleep(0.1)
+    assert not any(_running(w) for w in workers)

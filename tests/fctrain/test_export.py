@@ -98,22 +98,31 @@ def test_export_leaves_the_training_model_untouched(trained, tmp_path):
 def test_failed_export_leaves_no_half_written_directory(trained, tmp_path, monkeypatch):
     """An export that dies midway leaves neither a partial output nor temporary files; an old export survives."""
     model, tokenizer = trained
+    out = tmp_path / "out"
 
     def explode(*args, **kwargs):
         raise RuntimeError("disk full")
 
+    def files() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
     monkeypatch.setattr(fctrain.export, "save_alpha_embedding", explode)
     with pytest.raises(RuntimeError, match="disk full"):
-        export_model(model, tokenizer, tmp_path / "out", image_size=SIZE)
+        export_model(model, tokenizer, out, image_size=SIZE)
     assert list(tmp_path.iterdir()) == []
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "old.txt").write_text("previous export")
-    with pytest.raises(RuntimeError):
-        export_model(model, tokenizer, tmp_path / "out", image_size=SIZE)
-    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (tmp_path / "out" / "old.txt").exists()
     monkeypatch.undo()
-    export_model(model, tokenizer, tmp_path / "out", image_size=SIZE)  # a good export replaces it whole
-    assert not (tmp_path / "out" / "old.txt").exists() and (tmp_path / "out" / METADATA).exists()
+    export_model(model, tokenizer, out, image_size=SIZE)  # the earlier export
+    before = files()
+    monkeypatch.setattr(fctrain.export, "save_alpha_embedding", explode)
+    with pytest.raises(RuntimeError):
+        export_model(model, tokenizer, out, image_size=SIZE)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and files() == before
+    monkeypatch.undo()
+    (out / "old.txt").write_text("not the export's")
+    with pytest.raises(UserError, match="also holds old.txt"):  # never deletes what it did not write
+        export_model(model, tokenizer, out, image_size=SIZE)
+    export_model(model, tokenizer, out, image_size=SIZE, overwrite=True)  # asked to: replaced whole
+    assert not (out / "old.txt").exists() and (out / METADATA).exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
