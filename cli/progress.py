@@ -309,7 +309,7 @@ class PlainTrainProgress(LogLines):
 
 
 class RichPhases(_RichDisplay):
-    """A `progress(phase name)` callback (fctrain.evaluate) as a spinner naming the phase."""
+    """A `progress(phase name)` callback (fctrain.evaluation.regions) as a spinner naming the phase."""
 
     def __init__(self, title: str, total: int) -> None:
         self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn())
@@ -322,7 +322,7 @@ class RichPhases(_RichDisplay):
 
 
 class PlainPhases(LogLines):
-    """A `progress(phase name)` callback (fctrain.evaluate) as log lines: each phase when it
+    """A `progress(phase name)` callback (fctrain.evaluation.regions) as log lines: each phase when it
     begins, and a periodic line saying which phase is running and for how long."""
 
     def __init__(self, command: str, total: int, stream: TextIO | None = None, interval_s: float | None = None):

@@ -178,7 +178,7 @@ def test_eval_images_skip_broken_samples_and_nothing_readable_is_an_error(shard_
     """fc eval's reader counts broken samples by reason; an empty tar alone is a clear error."""
     from fcdata.errors import CountingHandler, UserError
     from fctrain.config import EvalOptions
-    from fctrain.evaluate import load_eval_images
+    from fctrain.evaluation.regions import load_eval_images
 
     shards = ",".join([shard_faults.random_members(every=2), shard_faults.empty_tar(), shard_faults.good])
     handler = CountingHandler("test")
