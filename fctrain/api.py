@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fcdata.captions import tokenize_captions
 from fcdata.errors import UserError
 from fcdata.transforms import letterbox, normalize_alphas, normalize_images
 from fctrain.export import FORMAT, FORMAT_VERSION, METADATA
@@ -106,7 +107,7 @@ class FocusClip:
         >>> emb = model.encode_text(["a red car", "a dog"])   # 2 x D
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
-        batch = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        batch = tokenize_captions(self.tokenizer, texts)
         with torch.inference_mode():
             features = self.model.encode_text(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
         return F.normalize(features.float(), dim=-1)

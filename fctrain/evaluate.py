@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from fcdata import keys, masks
 from fcdata.augment import SampleRegions, evaluation_regions, make_views
+from fcdata.captions import tokenize_captions
 from fcdata.loader import phrase_key, resolve_shards
 from fcdata.options import LoaderOptions
 from fcdata.reader import iter_shard
@@ -171,7 +172,7 @@ def _attention_bias_features(model: RGBAClip, images: list[EvalImage], options: 
 def text_features(model: RGBAClip, tokenizer, texts: list[str], batch_size: int, device) -> torch.Tensor:
     rows = []
     for start in range(0, len(texts), batch_size):
-        tokens = tokenizer(texts[start : start + batch_size], padding="longest", truncation=True, max_length=77, return_tensors="pt")
+        tokens = tokenize_captions(tokenizer, texts[start : start + batch_size])
         rows.append(model.encode_text(tokens["input_ids"].to(device), tokens["attention_mask"].to(device)).float())
     return F.normalize(torch.cat(rows), dim=-1).cpu()
 
