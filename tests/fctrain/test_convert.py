@@ -26,6 +26,7 @@ IMAGE, PATCH, WIDTH, LAYERS, EMBED = 64, 16, 128, 2, 32  # width 128: two heads 
 VOCAB, CONTEXT = 40, 16  # the last two ids are <start>, <end>, as in CLIP's vocabulary
 WORDS = ["a", "photo", "of", "the", "red", "car", "dog", "man", "riding", "horse", "tree", "tall"]
 ATOL = 2e-5
+QUICK = "quick_gelu"  # the reference's MLP activation, as OpenAI's
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ def base_dir(tmp_path_factory, ref):
     """OpenAI-layout checkpoint -> HF CLIP directory with a tokenizer (the base for Alpha-CLIP)."""
     tmp = tmp_path_factory.mktemp("base")
     torch.save(ref.state_dict(), tmp / "clip.pt")
-    return convert_openai_checkpoint(tmp / "clip.pt", tmp / "hf", clip_tokenizer(tmp / "tok"))
+    return convert_openai_checkpoint(tmp / "clip.pt", tmp / "hf", clip_tokenizer(tmp / "tok"), activation=QUICK).out_dir
 
 
 def alpha_clip_visual_dict(alpha_ref) -> dict:
@@ -180,7 +181,7 @@ def assert_features(ours: torch.Tensor, theirs: torch.Tensor):
 
 def test_openai_conversion_gives_the_reference_features(ref):
     """OpenAI layout -> HF CLIPModel: same image and text features (EOT pooling, causal mask, q/k/v split, proj.T)."""
-    config, tensors = openai_to_hf(ref.state_dict())
+    config, tensors = openai_to_hf(ref.state_dict(), activation=QUICK)
     v, t = config.vision_config, config.text_config
     assert (v.hidden_size, v.num_hidden_layers, v.num_attention_heads, v.patch_size, v.image_size) == (WIDTH, LAYERS, 2, PATCH, IMAGE)
     assert (t.vocab_size, t.max_position_embeddings, t.num_attention_heads, t.eos_token_id, config.projection_dim) == (VOCAB, CONTEXT, 2, VOCAB - 1, EMBED)
@@ -260,30 +261,30 @@ def openai_shapes(width=768, layers=12, patch=16, image=224, text_width=512, tex
 
 def test_vit_b16_shapes_give_the_published_architecture():
     """Real ViT-B/16 shapes -> openai/clip-vit-base-patch16's config, and the 85.8M-parameter vision tower of the BRIEF."""
-    config, tensors = openai_to_hf(openai_shapes())
+    config, tensors = openai_to_hf(openai_shapes(), activation=QUICK)
     v, t = config.vision_config, config.text_config
     assert (v.hidden_size, v.intermediate_size, v.num_hidden_layers, v.num_attention_heads, v.patch_size, v.image_size) == (768, 3072, 12, 12, 16, 224)
     assert (t.hidden_size, t.intermediate_size, t.num_hidden_layers, t.num_attention_heads) == (512, 2048, 12, 8)
     assert (t.vocab_size, t.max_position_embeddings, t.bos_token_id, t.eos_token_id, config.projection_dim) == (49408, 77, 49406, 49407, 512)
     vision = sum(v.numel() for k, v in tensors.items() if k.startswith("vision_model."))
     assert round(vision / 1e6, 1) == 85.8
-    config, _ = openai_to_hf(openai_shapes(width=1024, layers=24, patch=14, image=336, text_width=768, embed=768))
+    config, _ = openai_to_hf(openai_shapes(width=1024, layers=24, patch=14, image=336, text_width=768, embed=768), activation=QUICK)
     assert (config.vision_config.num_attention_heads, config.vision_config.image_size, config.text_config.num_attention_heads) == (16, 336, 12)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
 def test_openai_variants_convert_alike(tmp_path, ref):
     """module. prefixes, fp16 weights, TorchScript extras and a TorchScript archive give the same tensors."""
-    _, expected = openai_to_hf(ref.state_dict())
+    _, expected = openai_to_hf(ref.state_dict(), activation=QUICK)
     wrapped = {f"module.{k}": v.half() for k, v in ref.state_dict().items()} | {"input_resolution": torch.tensor(IMAGE)}
     torch.save({"epoch": 3, "state_dict": wrapped}, tmp_path / "train.pt")
-    _, from_half = openai_to_hf(read_state_dict(tmp_path / "train.pt"))
+    _, from_half = openai_to_hf(read_state_dict(tmp_path / "train.pt"), activation=QUICK)
     for key, tensor in expected.items():
         assert from_half[key].dtype == torch.float32
         torch.testing.assert_close(from_half[key], tensor.half().float())
     _, _, tokens, _ = inputs()
     torch.jit.trace_module(ref, {"encode_text": tokens[:1]}).save(str(tmp_path / "jit.pt"))  # as OpenAI's .pt files
-    _, from_jit = openai_to_hf(read_state_dict(tmp_path / "jit.pt"))
+    _, from_jit = openai_to_hf(read_state_dict(tmp_path / "jit.pt"), activation=QUICK)
     assert from_jit.keys() == expected.keys()
     assert all(torch.equal(from_jit[k], expected[k]) for k in expected)
 
@@ -313,13 +314,13 @@ def damage(state: dict, how: str) -> dict:
     ("hf-layout", "Hugging Face CLIP checkpoint already"),
     ("bad-shape", "transformer.resblocks.0.mlp.c_proj.weight has shape (128, 384)"),
     ("unknown-key", "visual.extra_head.weight"),
-    ("lora", "unmerged LoRA"),
+    ("lora", "LoRA tensors this converter does not know"),
     ("alpha", "Alpha-CLIP checkpoint"),
 ])
 def test_bad_checkpoints_are_user_errors_naming_the_key(ref, how, message):
     """A missing, unknown or misshapen tensor, another layout, LoRA or an alpha conv: a UserError saying which."""
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        openai_to_hf(damage(ref.state_dict(), how))
+        openai_to_hf(damage(ref.state_dict(), how), activation=QUICK)
 
 
 def test_alpha_clip_errors(tmp_path, alpha_ref, base_dir):
@@ -355,16 +356,16 @@ def test_without_a_tokenizer_the_weights_are_written_with_a_warning(tmp_path, re
     """No tokenizer: config + weights still written and loadable by transformers; the warning and load_clip say so."""
     torch.save(ref.state_dict(), tmp_path / "clip.pt")
     with caplog.at_level(logging.WARNING, logger="fc"):
-        out = convert_openai_checkpoint(tmp_path / "clip.pt", tmp_path / "hf", None)
-    assert "WITHOUT a tokenizer" in caplog.text
+        out = convert_openai_checkpoint(tmp_path / "clip.pt", tmp_path / "hf", None, activation=QUICK).out_dir
+    assert "WITHOUT a tokenizer" in caplog.text  # a BPE file found installed does not fit its 40-token vocabulary
     _, info = CLIPModel.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     with pytest.raises(UserError, match="no tokenizer"):
         load_clip(out)
     with pytest.raises(UserError, match="not empty"):
-        convert_openai_checkpoint(tmp_path / "clip.pt", tmp_path / "hf", None)
+        convert_openai_checkpoint(tmp_path / "clip.pt", tmp_path / "hf", None, activation=QUICK)
     with pytest.raises(UserError, match="replace its own input"):
-        convert_openai_checkpoint(tmp_path / "clip.pt", tmp_path, None, overwrite=True)
+        convert_openai_checkpoint(tmp_path / "clip.pt", tmp_path, None, activation=QUICK, overwrite=True)
 
 
 def test_cli_converts_openai_then_alpha_clip_end_to_end(tmp_path, ref, alpha_ref):
@@ -374,7 +375,7 @@ def test_cli_converts_openai_then_alpha_clip_end_to_end(tmp_path, ref, alpha_ref
     torch.save({k: v.half() for k, v in ref.state_dict().items()}, tmp_path / "ViT.pt")  # OpenAI ships fp16
     torch.save({f"module.{k}": v for k, v in alpha_clip_visual_dict(alpha_ref).items()}, tmp_path / "alpha.pth")
     runner = CliRunner()
-    result = runner.invoke(app, [str(tmp_path / "ViT.pt"), "--out", str(tmp_path / "clip"),
+    result = runner.invoke(app, [str(tmp_path / "ViT.pt"), "--out", str(tmp_path / "clip"), "--activation", QUICK,
                                  "--tokenizer", str(clip_tokenizer(tmp_path / "tok"))])
     assert result.exit_code == 0, result.output
     assert f"patch {PATCH}, {IMAGE} px" in result.output
@@ -389,5 +390,5 @@ def test_cli_converts_openai_then_alpha_clip_end_to_end(tmp_path, ref, alpha_ref
     half.load_state_dict({k: v.half().float() for k, v in ref.state_dict().items()})
     with torch.no_grad():
         torch.testing.assert_close(loaded.encode_text("a red car"), torch.nn.functional.normalize(half.encode_text(text), dim=-1), atol=ATOL, rtol=1e-4)
-    result = runner.invoke(app, [str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")])
+    result = runner.invoke(app, [str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x"), "--activation", QUICK])
     assert result.exit_code == 1 and isinstance(result.exception, UserError) and "not found" in str(result.exception)
