@@ -63,12 +63,13 @@ def read_bpe(path: str | Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
         lines = gzip.decompress(path.read_bytes()).decode("utf-8").split("\n")
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a gzipped UTF-8 BPE file like OpenAI's {BPE_FILE} ({exc})") from exc
-    rows = lines[1 : MERGES + 1]  # the first line is a header
+    rows = [row for row in lines[1:] if row][:MERGES]  # the first line is a header
+    if len(rows) < MERGES:
+        raise UserError(f"{path}: not OpenAI's CLIP BPE file (it has {len(rows)} merges; CLIP's at least {MERGES})")
     merges = [tuple(row.split(" ")) for row in rows]
     bad = next((i for i, pair in enumerate(merges) if len(pair) != 2 or not all(pair)), None)
-    if len(merges) < MERGES or bad is not None:
-        where = f"line {bad + 2} is {rows[bad]!r}" if bad is not None else f"it has {len(merges)} merges"
-        raise UserError(f"{path}: not OpenAI's CLIP BPE file ({where}; CLIP's has at least {MERGES} 'left right' merges)")
+    if bad is not None:
+        raise UserError(f"{path}: not OpenAI's CLIP BPE file (merge {bad + 1} is {rows[bad]!r}, not 'left right')")
     base = byte_characters()
     tokens = base + [c + "</w>" for c in base] + ["".join(pair) for pair in merges] + [START, END]
     vocab = {token: i for i, token in enumerate(tokens)}

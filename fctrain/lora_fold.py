@@ -42,26 +42,26 @@ def pop_lora_deltas(sd: dict[str, torch.Tensor], lora_alpha: float) -> dict[str,
         if missing:
             raise UserError(f"LoRA layer {prefix}: {', '.join(missing)} missing (loralib saves lora_A, lora_B and weight)")
         a, b = sd.pop(names[0]).float(), sd.pop(names[1]).float()
-        rank = b.shape[1] if b.ndim == 2 else 0
-        deltas[names[2]] = _delta(prefix, a, b, sd[names[2]].shape) * (lora_alpha / max(rank, 1))
+        deltas[names[2]] = _delta(prefix, a, b, sd[names[2]].shape) * (lora_alpha / b.shape[1])
     return deltas
 
 
 def _delta(prefix: str, a: torch.Tensor, b: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """B @ A laid out as the weight, unscaled (a MergedLinear's parts placed at their rows)."""
-    out_features, in_features = shape
     bad = UserError(f"LoRA layer {prefix}: lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)} fit neither "
                     f"loralib.Linear (r x in, out x r) nor Alpha-CLIP's MergedLinear over q, k, v "
                     f"(2r x in, 2/3 out x r) for its weight {tuple(shape)}")
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != in_features or b.shape[1] == 0:
+    if len(shape) != 2 or a.ndim != 2 or b.ndim != 2 or a.shape[1] != shape[1] or b.shape[1] == 0:
         raise bad
-    rank = b.shape[1]
+    out_features, rank = shape[0], b.shape[1]
     if b.shape[0] == out_features and a.shape[0] == rank:  # loralib.Linear
         return b @ a
     part = out_features // MERGED_PARTS
-    groups, leftover = divmod(b.shape[0], part) if prefix.endswith("in_proj") and part and not out_features % MERGED_PARTS else (0, 1)
+    if not prefix.endswith("in_proj") or not part or out_features % MERGED_PARTS or b.shape[0] % part:
+        raise bad
+    groups = b.shape[0] // part
     enabled = ALPHA_CLIP_PARTS.get(groups)
-    if leftover or enabled is None or a.shape[0] != groups * rank:
+    if enabled is None or a.shape[0] != groups * rank:
         raise bad
     delta = torch.zeros(shape, dtype=torch.float32)
     for group, slot in enumerate(i for i, on in enumerate(enabled) if on):
