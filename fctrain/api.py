@@ -105,16 +105,21 @@ class FocusClip:
             alphas = list(alphas)
         if len(alphas) != len(images):
             raise ValueError(f"{len(images)} images but {len(alphas)} alphas: give one mask (or None) per image")
-        out = []
+        out, lost = [], 0
         for start in range(0, len(images), self.batch_size):
             pairs = [self._square(i, a) for i, a in zip(images[start : start + self.batch_size], alphas[start : start + self.batch_size])]
-            pixels = torch.stack([p for p, _ in pairs]).to(self.device)  # n x 3 x S x S uint8
-            masks = torch.stack([a for _, a in pairs]).to(self.device)  # n x 1 x S x S uint8
+            pixels = torch.stack([p for p, _, _ in pairs]).to(self.device)  # n x 3 x S x S uint8
+            masks = torch.stack([a for _, a, _ in pairs]).to(self.device)  # n x 1 x S x S uint8
+            lost += sum(gone for _, _, gone in pairs)
             with torch.inference_mode():
                 features = self.model.encode_image(
                     normalize_images(pixels).to(self.dtype), normalize_alphas(masks).to(self.dtype)
                 )
             out.append(F.normalize(features.float(), dim=-1))
+        if lost:
+            warnings.warn(f"center_crop cut {lost} of {len(images)} regions away entirely (outside the centre square): "
+                          f"their embeddings see no region; use preprocess='letterbox' for regions near the edges",
+                          stacklevel=2)
         return torch.cat(out)
 
     def encode_text(self, texts: str | Sequence[str]) -> torch.Tensor:
@@ -137,8 +142,9 @@ class FocusClip:
         scale = self.model.logit_scale.detach().float().exp()
         return scale * self.encode_image(images, alphas) @ self.encode_text(texts).T
 
-    def _square(self, image: np.ndarray, alpha) -> tuple[torch.Tensor, torch.Tensor]:
-        """One image and mask -> 3 x S x S and 1 x S x S uint8 tensors, one geometry for both."""
+    def _square(self, image: np.ndarray, alpha) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """One image and mask -> 3 x S x S and 1 x S x S uint8 tensors, one geometry for both, and
+        whether the preprocessing cut a non-empty mask away entirely."""
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"images must be H x W x 3 uint8 arrays, got {image.dtype} {image.shape}")
@@ -146,11 +152,8 @@ class FocusClip:
         if mask.shape != image.shape[:2]:
             raise ValueError(f"alpha {mask.shape} must match its image's height x width {image.shape[:2]}")
         square, masks = PREPROCESS[self.preprocess](image, mask[None], self.image_size)
-        if self.preprocess == "center_crop" and mask.any() and not masks.any():
-            warnings.warn("center_crop cut the whole region away (it lies outside the centre square): its embedding "
-                          "sees no region; use preprocess='letterbox' for regions near the edges", stacklevel=3)
         # Copies: PIL-backed arrays are read-only, which torch.from_numpy warns about.
-        return torch.tensor(square).permute(2, 0, 1), torch.tensor(masks)
+        return torch.tensor(square).permute(2, 0, 1), torch.tensor(masks), bool(mask.any() and not masks.any())
 
 
 def _alpha_uint8(alpha: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Convert existing checkpoints into our model: OpenAI CLIP (and open_clip's OpenAI-layout ViTs) to a
 Hugging Face CLIP directory, and Alpha-CLIP's released visual checkpoints to an RGBAClip.
 
-    convert_openai_checkpoint("ViT-B-16.pt", "models/clip-b16", tokenizer_dir="hf-clip-b16")
+    convert_openai_checkpoint("ViT-B-16.pt", "models/clip-b16")            # tokenizer from OpenAI's BPE file
     model = load_alpha_clip_visual("clip_b16_grit1m_fultune_8xe.pth", base_dir="models/clip-b16")
     convert_alpha_clip_checkpoint("clip_b16_grit1m_fultune_8xe.pth", "models/clip-b16", "models/alpha-clip-b16")
 
@@ -23,11 +23,14 @@ The OpenAI layout (`clip.load(...).state_dict()`, or its TorchScript archive):
 
 Alpha-CLIP's visual checkpoints are `model.visual.state_dict()`: the visual keys without `visual.`
 (or with `module.` from DDP), attention as `attn.in_proj.weight` (its own attention module), plus
-`conv1_alpha.weight` (D x 1 x P x P) -> RGBAClip.alpha_embedding.
+`conv1_alpha.weight` (D x 1 x P x P) -> RGBAClip.alpha_embedding. Its LoRA checkpoints add loralib's
+`lora_A`/`lora_B`, folded in or dropped as stale (fctrain.lora_fold).
 
 The architecture is read from the tensor shapes; heads are width // 64 (OpenAI's rule; the shapes
 cannot tell). OpenAI CLIP's MLP uses QuickGELU; open_clip models trained with plain GELU share the
-layout and need `activation="gelu"`. Weights are written in float32 (OpenAI's fp16 converts exactly).
+layout, so the activation is read from a TorchScript archive or must be given (`choose_activation`).
+Weights are written in float32 (OpenAI's fp16 converts exactly). Each conversion returns notes on
+what it found and chose, which `fc convert` prints.
 """
 
 from __future__ import annotations

@@ -206,5 +206,5 @@ def test_api_preprocess_is_checked_and_warns_when_the_crop_loses_the_region(expo
     images, _ = samples()  # 48 x 80: the crop keeps columns 16..64
     left = np.zeros(images[0].shape[:2], np.uint8)
     left[:, :8] = 255
-    with pytest.warns(UserWarning, match="cut the whole region away"):
-        loaded.encode_image(images[0], left)
+    with pytest.warns(UserWarning, match="cut 1 of 2 regions away entirely"):
+        loaded.encode_image([images[0], images[0]], [left, None])
