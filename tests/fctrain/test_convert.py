@@ -10,6 +10,7 @@ from collections import OrderedDict
 import pytest
 import torch
 import typer
+from openai_tokenizer import CAPTIONS, ReferenceTokenizer  # tests/, on sys.path through its conftest.py
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from torch import nn
@@ -485,10 +486,16 @@ def test_bpe_only_conversion_gives_a_model_dir_that_loads_and_pools_at_the_end(t
     assert any("tokenizer built from the BPE file" in note for note in result.notes)
     clip, tokenizer = load_clip(result.out_dir)
     assert (len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.model_max_length) == (49408, 49406, 49407, 77)
-    batch = tokenize_captions(tokenizer, ["a photo of a dog", "fish &amp; chips"])
-    assert batch["input_ids"][0].tolist()[:7] == [49406, 320, 1125, 539, 320, 1929, 49407]
+    # Every kind of caption the cleaning repairs: OpenAI's ids (zero-padded to 77, as its tokenize()
+    # gives them) into the reference model, ours through tokenize_captions into the converted one.
+    texts = list(CAPTIONS.values())
+    openai_ids = torch.zeros(len(texts), 77, dtype=torch.long)
+    for row, ids in enumerate(map(ReferenceTokenizer(find_bpe_vocab()).encode, texts)):
+        openai_ids[row, : len(ids)] = torch.tensor(ids)
+    batch = tokenize_captions(tokenizer, texts)
+    assert batch["input_ids"][0].tolist()[:7] == [49406, 320, 1125, 539, 320, 1929, 49407]  # "a photo of a dog"
     with torch.no_grad():  # OpenAI pools at the largest id, HF at the first end token: the same place
-        assert_features(clip.text_projection(clip.text_model(**batch).pooler_output), model.encode_text(batch["input_ids"]))
+        assert_features(clip.text_projection(clip.text_model(**batch).pooler_output), model.encode_text(openai_ids))
     build_model(ModelConfig(name_or_path=str(result.out_dir), image_size=IMAGE), LoraConfig(), None)  # as fc train does
 
 
