@@ -110,3 +110,11 @@ def test_library_code_tokenises_captions_only_through_tokenize_captions():
                 if name == "tokenizer":
                     direct.append(f"{path.name}:{node.lineno}")
     assert not direct, f"tokenizer called directly (use fcdata.captions.tokenize_captions): {direct}"
+
+
+def test_phrase_keys_follow_the_cleaning():
+    """Captions the text tower sees as one text share a loss key (not negatives of each other); others do not."""
+    from fcdata.loader import phrase_key
+
+    assert phrase_key("fish &amp; chips") == phrase_key("Fish  & chips") == phrase_key("\ufefffish & chips")
+    assert phrase_key("the dog\u2019s ball") == phrase_key("the dog's ball") != phrase_key("the dogs ball")
