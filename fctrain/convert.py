@@ -412,7 +412,7 @@ def convert_openai_checkpoint(
     from fctrain.clip_tokenizer import VOCAB_SIZE, build_clip_tokenizer, find_bpe_vocab
 
     if tokenizer_dir is not None and bpe is not None:
-        raise UserError("give a tokenizer directory or a BPE file, not both")
+        raise UserError("give a tokenizer directory (--tokenizer) or a BPE file (--bpe), not both")
     path, out_dir = Path(path).expanduser(), Path(out_dir).expanduser()
     sources = [path] + [Path(x).expanduser() for x in (tokenizer_dir, bpe) if x is not None]
     _check_out_dir(out_dir, sources, overwrite)

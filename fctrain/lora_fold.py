@@ -78,6 +78,11 @@ def lora_state(
     largest = max(float(d.abs().max()) for d in deltas.values())
     if largest == 0:
         return "zero"
+    for key in deltas:
+        if key not in base or base[key].shape != stored[key].shape:
+            found = tuple(base[key].shape) if key in base else "nothing"
+            raise UserError(f"the base model has {found} for {key}, the checkpoint {tuple(stored[key].shape)}: "
+                            f"the base must be the CLIP the checkpoint was trained from")
     as_is = max(float((stored[k].float() - base[k].float()).abs().max()) for k in deltas)
     minus_delta = max(float((stored[k].float() - deltas[k] - base[k].float()).abs().max()) for k in deltas)
     if as_is <= 0.1 * largest:

@@ -24,7 +24,8 @@ from fctrain.api import FocusClip
 from fctrain.clip_tokenizer import find_bpe_vocab
 from fctrain.config import LoraConfig, ModelConfig
 from fctrain.convert import (
-    convert_alpha_clip_checkpoint, convert_openai_checkpoint, load_alpha_clip_visual, openai_to_hf, read_state_dict,
+    alpha_clip_visual_to_hf, convert_alpha_clip_checkpoint, convert_openai_checkpoint, load_alpha_clip_visual,
+    openai_to_hf, read_state_dict,
 )
 from fctrain.model import RGBAClip, build_model, load_clip
 
@@ -617,6 +618,8 @@ def test_lora_factors_of_the_wrong_shape_are_user_errors(tmp_path, alpha_ref, lo
     torch.save(lora_dict(alpha_ref, factors, merged=False), tmp_path / "bad.pth")
     with pytest.raises(UserError, match="LoRA layer transformer.resblocks.1.attn.in_proj"):
         load_alpha_clip_visual(tmp_path / "bad.pth", lora_base_dir)
+    with pytest.raises(UserError, match="the base model has nothing for vision_model.encoder.layers.0.self_attn.q_proj.weight"):
+        alpha_clip_visual_to_hf(lora_dict(alpha_ref, loralib_factors(), merged=False), base={})
     factors = loralib_factors()
     del factors["transformer.resblocks.0.mlp.c_fc.lora_B"]
     torch.save(lora_dict(alpha_ref, factors, merged=False), tmp_path / "half.pth")
