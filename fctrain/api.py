@@ -36,8 +36,9 @@ from fctrain.export import FORMAT, FORMAT_VERSION, METADATA
 from fctrain.model import RGBAClip, load_alpha_embedding, load_clip
 
 ImageLike = np.ndarray  # H x W x 3 uint8
-PREPROCESS = {"letterbox": letterbox, "center_crop": center_crop}
 AlphaLike = np.ndarray | None  # H x W: uint8 0..255, float 0..1 or bool; None = the whole image
+# preprocess name -> (image, K masks, size) -> (size x size x 3, K x size x size), one geometry for both
+PREPROCESS = {"letterbox": letterbox, "center_crop": center_crop}
 
 
 class FocusClip:
