@@ -101,7 +101,7 @@ def test_library_code_tokenises_captions_only_through_tokenize_captions():
 
     root = Path(__file__).resolve().parents[2]
     direct = []
-    for path in [*(root / "fcdata").glob("*.py"), *(root / "fctrain").glob("*.py")]:
+    for path in [*(root / "fcdata").rglob("*.py"), *(root / "fctrain").rglob("*.py")]:  # subpackages too
         if path.name == "captions.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
