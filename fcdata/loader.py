@@ -38,6 +38,7 @@ import torch
 
 from fcdata import guard
 from fcdata.augment import ImageViews, decode_views
+from fcdata.captions import clean_caption, tokenize_captions
 from fcdata.errors import CountingHandler, ErrorHandler, UserError
 from fcdata.options import LoaderOptions
 from fcdata.transforms import normalize_alphas, normalize_images
@@ -123,8 +124,9 @@ def sample_seed(seed: int, epoch: int, slot: int, number: int) -> int:
 
 
 def phrase_key(phrase: str) -> int:
-    """A stable 64-bit id of a caption ignoring case and surrounding space."""
-    digest = hashlib.blake2b(phrase.strip().lower().encode(), digest_size=8).digest()
+    """A stable 64-bit id of a caption as the text tower sees it (`clean_caption`: case, spacing,
+    HTML entities, look-alike characters ignored)."""
+    digest = hashlib.blake2b(clean_caption(phrase).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True)
 
 
@@ -202,9 +204,7 @@ def collate(
     images: list[ImageViews], tokenizer, options: LoaderOptions, role: int, emitted: int, skipped: Counter
 ) -> RegionBatch:
     phrases = [p for views in images for p in views.phrases]
-    tokens = tokenizer(
-        phrases, padding="longest", truncation=True, max_length=options.max_text_tokens, return_tensors="np"
-    )
+    tokens = tokenize_captions(tokenizer, phrases, max_length=options.max_text_tokens, return_tensors="np")
     counts = [len(views.phrases) for views in images]
     # N x S x S x 3 in memory, seen as N x 3 x S x S (channels-last strides): no transposing copy,
     # and convolutions take channels-last input as it is.

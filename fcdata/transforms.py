@@ -41,6 +41,32 @@ def letterbox(image: np.ndarray, alphas: np.ndarray, size: int) -> tuple[np.ndar
     return resized, out_alphas
 
 
+def center_crop(image: np.ndarray, alphas: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """OpenAI CLIP's preprocessing: resize the shorter side to `size` (bicubic, the longer side
+    scaled alike and rounded down), then cut the centred size x size square. Whole-image
+    embeddings then match open_clip's/OpenAI's; a region outside the centre square is cut away
+    (`letterbox` keeps it).
+
+    Masks take the same geometry but are resized bilinearly (PIL widens the filter when it shrinks,
+    so it averages): a binary mask keeps its area and becomes graded only along its edges, where
+    bicubic would ring (overshoot into halos and dips that clip at 0 and 255).
+
+    image: H x W x 3 uint8; alphas: K x H x W uint8 -> (size x size x 3, K x size x size).
+    """
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    # Sizes and offsets as torchvision's Resize(size) then CenterCrop(size), CLIP's preprocess.
+    new_w, new_h = (size, int(size * height / width)) if width <= height else (int(size * width / height), size)
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    box = (left, top, left + size, top + size)
+    cropped = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BICUBIC).crop(box))
+    out_alphas = np.empty((alphas.shape[0], size, size), np.uint8)
+    for k, alpha in enumerate(alphas):
+        out_alphas[k] = np.asarray(Image.fromarray(alpha).resize((new_w, new_h), Image.Resampling.BILINEAR).crop(box))
+    return cropped, out_alphas
+
+
 def normalize_images(images):
     """uint8 tensor ... x 3 x H x W -> float32 CLIP-normalised (same device)."""
     mean, std = _clip_statistics(images.device)
@@ -82,10 +108,11 @@ def center_crop_box(width: int, height: int) -> tuple[int, int, int, int]:
     return left, top, left + side, top + side
 
 
-def center_crop(image: np.ndarray, alphas: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def alpha_clip_center_crop(image: np.ndarray, alphas: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The centred square on the short side, resized to size x size: Alpha-CLIP's ImageNet-S view
-    (crop first, then resize, as its harness does; equal to resize-then-crop up to the rounding
-    of the offset). Parts of a long image are cut away.
+    (crop first, then resize, as its harness does; `center_crop` resizes first, as OpenAI's
+    preprocessing does, which differs by a sub-pixel shift of the offset). Parts of a long image
+    are cut away.
 
     image: H x W x 3 uint8; alphas: K x H x W uint8 -> (size x size x 3, K x size x size).
     """

@@ -9,13 +9,19 @@
     mask[120:300, 40:200] = 255                             # the region to look at (graded allowed)
     scores = model.score(image, mask, ["a red car", "a man on a bicycle"])   # 1 x 2
 
-Images and masks are preprocessed together exactly as in evaluation (`fcdata.transforms.letterbox`:
-zero-pad to square, resize), so a region is never cropped away or misaligned with its mask.
+Images and masks are always preprocessed together, one geometry for both. `preprocess`:
+
+    "letterbox"    zero-pad to square, resize (bilinear): as in evaluation and Alpha-CLIP's
+                   training; a region is never cut away. The default (the export's metadata).
+    "center_crop"  OpenAI CLIP's: shorter side to the model's size (bicubic), centre square. Whole-
+                   image embeddings of non-square images then match open_clip's / OpenAI's; a
+                   region near the long sides may be cut away (a warning says so).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,19 +29,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fcdata.captions import tokenize_captions
 from fcdata.errors import UserError
-from fcdata.transforms import letterbox, normalize_alphas, normalize_images
+from fcdata.transforms import center_crop, letterbox, normalize_alphas, normalize_images
 from fctrain.export import FORMAT, FORMAT_VERSION, METADATA
 from fctrain.model import RGBAClip, load_alpha_embedding, load_clip
 
 ImageLike = np.ndarray  # H x W x 3 uint8
 AlphaLike = np.ndarray | None  # H x W: uint8 0..255, float 0..1 or bool; None = the whole image
+# preprocess name -> (image, K masks, size) -> (size x size x 3, K x size x size), one geometry for both
+PREPROCESS = {"letterbox": letterbox, "center_crop": center_crop}
 
 
 class FocusClip:
     """A loaded Focus-CLIP model. Embeddings are L2-normalised float32 on the model's device."""
 
-    def __init__(self, model: RGBAClip, tokenizer, device: torch.device, dtype: torch.dtype, batch_size: int = 64):
+    def __init__(self, model: RGBAClip, tokenizer, device: torch.device, dtype: torch.dtype, batch_size: int = 64,
+                 preprocess: str = "letterbox"):
+        if preprocess not in PREPROCESS:
+            raise ValueError(f"preprocess must be one of {sorted(PREPROCESS)}, got {preprocess!r}")
+        self.preprocess = preprocess  # how images and masks become model-size squares (module docstring)
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
@@ -44,8 +57,10 @@ class FocusClip:
         self.image_size = model.image_size
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> FocusClip:
+    def load(cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+             preprocess: str | None = None) -> FocusClip:
         """Load an export (see fctrain.export). `dtype` e.g. torch.bfloat16 on a GPU; default float32.
+        `preprocess` "letterbox" or "center_crop" (module docstring); default the export's own.
 
         >>> model = FocusClip.load("runs/vg/export", device="cuda", dtype=torch.bfloat16)
         """
@@ -67,7 +82,10 @@ class FocusClip:
         device = torch.device(device)
         dtype = dtype or torch.float32
         model.requires_grad_(False).eval().to(device=device, dtype=dtype)
-        return cls(model, tokenizer, device, dtype)
+        preprocess = preprocess or meta.get("preprocess", "letterbox")
+        if preprocess not in PREPROCESS:
+            raise UserError(f"preprocess must be one of {sorted(PREPROCESS)}, got {preprocess!r}")
+        return cls(model, tokenizer, device, dtype, preprocess=preprocess)
 
     def encode_image(self, images: ImageLike | Sequence[ImageLike], alphas: AlphaLike | Sequence[AlphaLike] = None) -> torch.Tensor:
         """Image(s) and their region mask(s) -> N x D unit vectors.
@@ -88,16 +106,21 @@ class FocusClip:
             alphas = list(alphas)
         if len(alphas) != len(images):
             raise ValueError(f"{len(images)} images but {len(alphas)} alphas: give one mask (or None) per image")
-        out = []
+        out, lost = [], 0
         for start in range(0, len(images), self.batch_size):
-            pairs = [self._letterbox(i, a) for i, a in zip(images[start : start + self.batch_size], alphas[start : start + self.batch_size])]
-            pixels = torch.stack([p for p, _ in pairs]).to(self.device)  # n x 3 x S x S uint8
-            masks = torch.stack([a for _, a in pairs]).to(self.device)  # n x 1 x S x S uint8
+            pairs = [self._square(i, a) for i, a in zip(images[start : start + self.batch_size], alphas[start : start + self.batch_size])]
+            pixels = torch.stack([p for p, _, _ in pairs]).to(self.device)  # n x 3 x S x S uint8
+            masks = torch.stack([a for _, a, _ in pairs]).to(self.device)  # n x 1 x S x S uint8
+            lost += sum(gone for _, _, gone in pairs)
             with torch.inference_mode():
                 features = self.model.encode_image(
                     normalize_images(pixels).to(self.dtype), normalize_alphas(masks).to(self.dtype)
                 )
             out.append(F.normalize(features.float(), dim=-1))
+        if lost:
+            warnings.warn(f"center_crop cut {lost} of {len(images)} regions away entirely (outside the centre square): "
+                          f"their embeddings see no region; use preprocess='letterbox' for regions near the edges",
+                          stacklevel=2)
         return torch.cat(out)
 
     def encode_text(self, texts: str | Sequence[str]) -> torch.Tensor:
@@ -106,7 +129,7 @@ class FocusClip:
         >>> emb = model.encode_text(["a red car", "a dog"])   # 2 x D
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
-        batch = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        batch = tokenize_captions(self.tokenizer, texts)
         with torch.inference_mode():
             features = self.model.encode_text(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
         return F.normalize(features.float(), dim=-1)
@@ -120,17 +143,18 @@ class FocusClip:
         scale = self.model.logit_scale.detach().float().exp()
         return scale * self.encode_image(images, alphas) @ self.encode_text(texts).T
 
-    def _letterbox(self, image: np.ndarray, alpha) -> tuple[torch.Tensor, torch.Tensor]:
-        """One image and mask -> 3 x S x S and 1 x S x S uint8 tensors, one geometry for both."""
+    def _square(self, image: np.ndarray, alpha) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """One image and mask -> 3 x S x S and 1 x S x S uint8 tensors, one geometry for both, and
+        whether the preprocessing cut a non-empty mask away entirely."""
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"images must be H x W x 3 uint8 arrays, got {image.dtype} {image.shape}")
         mask = np.full(image.shape[:2], 255, np.uint8) if alpha is None else _alpha_uint8(np.asarray(alpha))
         if mask.shape != image.shape[:2]:
             raise ValueError(f"alpha {mask.shape} must match its image's height x width {image.shape[:2]}")
-        square, masks = letterbox(image, mask[None], self.image_size)
+        square, masks = PREPROCESS[self.preprocess](image, mask[None], self.image_size)
         # Copies: PIL-backed arrays are read-only, which torch.from_numpy warns about.
-        return torch.tensor(square).permute(2, 0, 1), torch.tensor(masks)
+        return torch.tensor(square).permute(2, 0, 1), torch.tensor(masks), bool(mask.any() and not masks.any())
 
 
 def _alpha_uint8(alpha: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Convert existing checkpoints into our model: OpenAI CLIP (and open_clip's OpenAI-layout ViTs) to a
 Hugging Face CLIP directory, and Alpha-CLIP's released visual checkpoints to an RGBAClip.
 
-    convert_openai_checkpoint("ViT-B-16.pt", "models/clip-b16", tokenizer_dir="hf-clip-b16")
+    convert_openai_checkpoint("ViT-B-16.pt", "models/clip-b16")            # tokenizer from OpenAI's BPE file
     model = load_alpha_clip_visual("clip_b16_grit1m_fultune_8xe.pth", base_dir="models/clip-b16")
     convert_alpha_clip_checkpoint("clip_b16_grit1m_fultune_8xe.pth", "models/clip-b16", "models/alpha-clip-b16")
 
@@ -23,11 +23,14 @@ The OpenAI layout (`clip.load(...).state_dict()`, or its TorchScript archive):
 
 Alpha-CLIP's visual checkpoints are `model.visual.state_dict()`: the visual keys without `visual.`
 (or with `module.` from DDP), attention as `attn.in_proj.weight` (its own attention module), plus
-`conv1_alpha.weight` (D x 1 x P x P) -> RGBAClip.alpha_embedding.
+`conv1_alpha.weight` (D x 1 x P x P) -> RGBAClip.alpha_embedding. Its LoRA checkpoints add loralib's
+`lora_A`/`lora_B`, folded in or dropped as stale (fctrain.lora_fold).
 
 The architecture is read from the tensor shapes; heads are width // 64 (OpenAI's rule; the shapes
 cannot tell). OpenAI CLIP's MLP uses QuickGELU; open_clip models trained with plain GELU share the
-layout and need `activation="gelu"`. Weights are written in float32 (OpenAI's fp16 converts exactly).
+layout, so the activation is read from a TorchScript archive or must be given (`choose_activation`).
+Weights are written in float32 (OpenAI's fp16 converts exactly). Each conversion returns notes on
+what it found and chose, which `fc convert` prints.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import re
 import warnings
 import zipfile
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -47,6 +51,7 @@ from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPVisionConfig,
 
 from fcdata.errors import UserError
 from fctrain.export import export_model
+from fctrain.lora_fold import STATES, lora_state, pop_lora_deltas
 from fctrain.model import RGBAClip, check_text_pooling, load_clip, write_directory_atomically
 
 log = logging.getLogger("fc")
@@ -75,19 +80,27 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Pickles are read with weights_only=True: a file that needs arbitrary Python objects to load is
     refused rather than executed.
     """
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """`read_state_dict`, plus the MLP activation where the file tells it (a TorchScript archive
+    keeps its modules' class names: QuickGELU or GELU), else None."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found" if not path.exists() else f"checkpoint {path} is not a file")
     if path.suffix == ".safetensors":
         try:
-            return load_file(str(path))
+            return load_file(str(path)), None
         except (SafetensorError, OSError) as exc:
             raise UserError(f"{path}: not a readable safetensors file ({exc})".splitlines()[0]) from exc
     if _is_torchscript(path):
         try:
             with warnings.catch_warnings():  # deprecated in torch 2.x, yet the only reader of OpenAI's .pt archives
-                warnings.simplefilter("ignore", DeprecationWarning)
-                return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+                for category in (DeprecationWarning, FutureWarning):  # the category differs between torch versions
+                    warnings.filterwarnings("ignore", message=r".*torch\.jit\.load", category=category)
+                archive = torch.jit.load(str(path), map_location="cpu")
+            return dict(archive.state_dict()), _scripted_activation(archive)
         except RuntimeError as exc:
             raise UserError(f"{path}: cannot read the TorchScript archive ({exc})".splitlines()[0]) from exc
     try:
@@ -97,7 +110,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"{path}: cannot read it as a PyTorch checkpoint of plain tensors ({type(exc).__name__}: {exc}); "
             f"re-save it as torch.save(model.state_dict()) or as .safetensors".splitlines()[0]
         ) from exc
-    return _unwrap(obj, path)
+    return _unwrap(obj, path), None
+
+
+def _scripted_activation(archive) -> str | None:
+    """quick_gelu or gelu from the class names of a TorchScript archive's modules; None if neither or both."""
+    names = {module.original_name for _, module in archive.named_modules()}
+    found = [activation for activation, name in (("quick_gelu", "QuickGELU"), ("gelu", "GELU")) if name in names]
+    return found[0] if len(found) == 1 else None
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -126,12 +146,24 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
 
 def strip_wrappers(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Remove wrapper path components (`module.` of DDP/DataParallel, on the whole model or on
-    `visual`; `_orig_mod.` of torch.compile) and OpenAI's TorchScript extras (input_resolution,
-    context_length, vocab_size)."""
+    `visual`; `_orig_mod.` of torch.compile), OpenAI's TorchScript extras (input_resolution,
+    context_length, vocab_size) and causal `attn_mask` buffers (the HF text tower builds its own)."""
     out = {re.sub(r"(^|\.)(module|_orig_mod)\.", r"\1", k): v for k, v in state_dict.items()}
     for key in _JIT_EXTRAS:
         out.pop(key, None)
+    for key in [k for k in out if k == "attn_mask" or k.endswith(".attn_mask")]:
+        _check_causal(key, out.pop(key))
     return out
+
+
+def _check_causal(key: str, mask: torch.Tensor) -> None:
+    """A saved attention mask must be CLIP's causal one (0 on and below the diagonal, -inf above):
+    HF's CLIP text tower applies exactly that, and no other."""
+    square = mask.ndim == 2 and mask.shape[0] == mask.shape[1]
+    causal = torch.full(mask.shape, float("-inf")).triu(1) if square else None
+    if causal is None or not torch.equal(mask.float(), causal):
+        raise UserError(f"{key}: an attention mask {tuple(mask.shape)} that is not CLIP's causal text mask; "
+                        f"this converter maps only CLIP's architecture")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,7 +171,7 @@ def strip_wrappers(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
 
 
 def openai_to_hf(
-    state_dict: Mapping[str, torch.Tensor], *, activation: str = "quick_gelu",
+    state_dict: Mapping[str, torch.Tensor], *, activation: str,
 ) -> tuple[CLIPConfig, dict[str, torch.Tensor]]:
     """An OpenAI-layout CLIP ViT state dict -> (CLIPConfig read from its shapes, CLIPModel state dict
     in float32). `module.` prefixes and TorchScript extras are allowed; anything else unknown,
@@ -155,7 +187,7 @@ def openai_to_hf(
     vision, out = _vision_to_hf(sd, "visual.", activation, origin)
     text, text_out = _text_to_hf(sd, activation, origin)
     out.update(text_out)
-    _reject_leftovers(sd, "the checkpoint")
+    _reject_leftovers(sd, "the checkpoint", lora_hint="only Alpha-CLIP's LoRA (convert it with --base) is folded")
     embed = out["visual_projection.weight"].shape[0]
     if out["text_projection.weight"].shape[0] != embed:
         raise UserError(f"visual.proj projects to {embed} dims but text_projection to "
@@ -299,14 +331,13 @@ def _check_layout(sd: Mapping, required: Iterable[str], what: str) -> None:
                     f"(its keys begin {keys[:3]}){hint}")
 
 
-def _reject_leftovers(sd: Mapping, what: str) -> None:
+def _reject_leftovers(sd: Mapping, what: str, lora_hint: str = "") -> None:
     if not sd:
         return
     keys = sorted(sd)
     lora = [k for k in keys if "lora_" in k]
     if lora:
-        raise UserError(f"{what} holds unmerged LoRA tensors ({lora[0]} ...): merge them into the base weights and "
-                        f"save the merged state_dict first (loralib merges on model.eval())")
+        raise UserError(f"{what} holds LoRA tensors this converter does not know ({lora[0]} ...); {lora_hint}")
     raise UserError(f"{what} has {len(keys)} tensor(s) this converter does not know: {', '.join(keys[:5])}"
                     f"{' ...' if len(keys) > 5 else ''}")
 
@@ -335,27 +366,72 @@ def _float32(tensor: torch.Tensor) -> torch.Tensor:
 # Writing a Hugging Face CLIP directory
 
 
+@dataclass
+class Converted:
+    """What a conversion wrote, and what it found or chose on the way (one line each, for the user)."""
+
+    out_dir: Path
+    notes: list[str] = field(default_factory=list)
+
+
+def choose_activation(given: str | None, detected: str | None, path: Path) -> tuple[str, str]:
+    """(activation, a note saying where it came from) for an OpenAI-layout checkpoint. OpenAI CLIP
+    and open_clip's GELU models share the layout and differ only in the MLP's activation, which a
+    state dict does not record: a guess would give a subtly different model (cosine ~0.9999 on
+    random weights), so unless the file tells (`detected`), the user must say."""
+    if given is not None:
+        if given not in ACTIVATIONS:
+            raise UserError(f"activation must be one of {ACTIVATIONS}, got {given!r}")
+        if detected is not None and detected != given:
+            raise UserError(f"--activation {given}, but the modules of the TorchScript archive {path} use {detected}")
+        return given, f"MLP activation {given} (as given)"
+    if detected is None:
+        raise UserError(
+            f"cannot tell the MLP activation of {path}: OpenAI CLIP and open_clip models share this layout and a "
+            f"state dict does not record it. Pass --activation quick_gelu (OpenAI's CLIP, open_clip's *-quickgelu "
+            f"models) or --activation gelu (open_clip's other models, e.g. ViT-B-16 trained on LAION)"
+        )
+    return detected, f"MLP activation {detected} (detected from the TorchScript archive's modules)"
+
+
 def convert_openai_checkpoint(
     path: str | Path, out_dir: str | Path, tokenizer_dir: str | Path | None = None, *,
-    activation: str = "quick_gelu", overwrite: bool = False,
-) -> Path:
+    bpe: str | Path | None = None, activation: str | None = None, overwrite: bool = False,
+) -> Converted:
     """Write an OpenAI-layout CLIP checkpoint as a Hugging Face CLIP directory (config.json,
-    model.safetensors and, from `tokenizer_dir`, the tokenizer) that fctrain.model.load_clip and
-    `CLIPModel.from_pretrained` read. Without a tokenizer the weights are still written, with a
-    warning: load_clip needs CLIP's tokenizer files copied in before it can use the directory.
+    model.safetensors and CLIP's tokenizer) that fctrain.model.load_clip, `fc train` and
+    `CLIPModel.from_pretrained` read.
 
-    The tokenizer must be CLIP's (its end token the largest id, as OpenAI pools there); the text
-    config takes its bos/eos/pad ids. `out_dir` is replaced whole, atomically; a non-empty one only
-    with `overwrite`.
+    The tokenizer is copied from `tokenizer_dir`, else built from OpenAI's BPE file `bpe`, else
+    from the one an installed open_clip / clip / Alpha-CLIP package ships; with none of these the
+    weights are still written, with a warning. It must be CLIP's (its end token the largest id, as
+    OpenAI pools there); the text config takes its bos/eos/pad ids. `activation` (quick_gelu or
+    gelu) is required unless the file tells it (TorchScript archives do). `out_dir` is replaced
+    whole, atomically; a non-empty one only with `overwrite`.
     """
+    from fctrain.clip_tokenizer import VOCAB_SIZE, build_clip_tokenizer, find_bpe_vocab
+
+    if tokenizer_dir is not None and bpe is not None:
+        raise UserError("give a tokenizer directory (--tokenizer) or a BPE file (--bpe), not both")
     path, out_dir = Path(path).expanduser(), Path(out_dir).expanduser()
-    sources = [path] + ([Path(tokenizer_dir).expanduser()] if tokenizer_dir is not None else [])
+    sources = [path] + [Path(x).expanduser() for x in (tokenizer_dir, bpe) if x is not None]
     _check_out_dir(out_dir, sources, overwrite)
-    config, tensors = openai_to_hf(read_state_dict(path), activation=activation)
+    state_dict, detected = read_checkpoint(path)
+    activation, note = choose_activation(activation, detected, path)
+    config, tensors = openai_to_hf(state_dict, activation=activation)
+    notes = [note]
     tokenizer = None
     if tokenizer_dir is not None:
         tokenizer = _load_tokenizer(Path(tokenizer_dir).expanduser())
-        _adopt_token_ids(config, tokenizer, str(tokenizer_dir))
+        notes.append(f"tokenizer copied from {tokenizer_dir}")
+    elif bpe is not None:
+        tokenizer = build_clip_tokenizer(bpe)
+        notes.append(f"tokenizer built from the BPE file {bpe}")
+    elif (found := find_bpe_vocab()) is not None and config.text_config.vocab_size == VOCAB_SIZE:
+        tokenizer = build_clip_tokenizer(found)
+        notes.append(f"tokenizer built from the BPE file of an installed package: {found}")
+    if tokenizer is not None:
+        _adopt_token_ids(config, tokenizer, str(tokenizer_dir or bpe or found))
     with write_directory_atomically(out_dir) as tmp:
         config.save_pretrained(tmp)
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
@@ -363,11 +439,13 @@ def convert_openai_checkpoint(
             tokenizer.save_pretrained(tmp)
     if tokenizer is None:
         log.warning(
-            "%s: weights and config written WITHOUT a tokenizer (none given). Copy CLIP's tokenizer files "
-            "(tokenizer.json, or vocab.json + merges.txt, with tokenizer_config.json and special_tokens_map.json) "
-            "into it before training or loading it with fctrain.model.load_clip.", out_dir,
+            "%s: weights and config written WITHOUT a tokenizer (none given, and no BPE file of an installed "
+            "open_clip/clip package fits its %d-token vocabulary). Rerun with --tokenizer DIR or --bpe "
+            "bpe_simple_vocab_16e6.txt.gz before training or loading it with fctrain.model.load_clip.",
+            out_dir, config.text_config.vocab_size,
         )
-    return out_dir
+        notes.append("no tokenizer (see the warning)")
+    return Converted(out_dir, notes)
 
 
 def _check_out_dir(out_dir: Path, sources: Iterable[Path], overwrite: bool) -> None:
@@ -418,34 +496,54 @@ def _adopt_token_ids(config: CLIPConfig, tokenizer, source: str) -> None:
 # Alpha-CLIP visual checkpoints -> RGBAClip
 
 
-def load_alpha_clip_visual(path: str | Path, base_dir: str | Path, *, activation: str = "quick_gelu") -> RGBAClip:
+def load_alpha_clip_visual(
+    path: str | Path, base_dir: str | Path, *, activation: str | None = None, lora: str = "auto", lora_alpha: float = 1.0,
+) -> RGBAClip:
     """An RGBAClip whose vision tower and alpha conv come from an Alpha-CLIP visual checkpoint and
     whose text tower, logit scale (and, via `convert_alpha_clip_checkpoint`, tokenizer) come from
     `base_dir`, a Hugging Face CLIP directory (e.g. OpenAI CLIP converted with
-    `convert_openai_checkpoint`). In eval mode, float32, no LoRA."""
-    return _alpha_clip_and_tokenizer(path, base_dir, activation)[0]
+    `convert_openai_checkpoint`). In eval mode, float32, LoRA folded in (see `alpha_clip_visual_to_hf`)."""
+    return _alpha_clip_and_tokenizer(path, base_dir, activation, lora, lora_alpha)[0]
 
 
 def convert_alpha_clip_checkpoint(
     path: str | Path, base_dir: str | Path, out_dir: str | Path, *,
-    activation: str = "quick_gelu", overwrite: bool = False,
-) -> Path:
+    activation: str | None = None, lora: str = "auto", lora_alpha: float = 1.0, overwrite: bool = False,
+) -> Converted:
     """`load_alpha_clip_visual`, written with fctrain.export.export_model: a directory that
     fctrain.api.FocusClip.load reads (and CLIPModel.from_pretrained, as RGB-only CLIP)."""
     path, base_dir, out_dir = Path(path).expanduser(), Path(base_dir).expanduser(), Path(out_dir).expanduser()
     _check_out_dir(out_dir, [path, base_dir], overwrite)
-    model, tokenizer = _alpha_clip_and_tokenizer(path, base_dir, activation)
-    return export_model(model, tokenizer, out_dir, image_size=model.image_size)
+    model, tokenizer, notes = _alpha_clip_and_tokenizer(path, base_dir, activation, lora, lora_alpha)
+    return Converted(export_model(model, tokenizer, out_dir, image_size=model.image_size), notes)
+
+
+# What each LoRA case did to the weights, told to the user.
+LORA_NOTES = {
+    "none": "no LoRA tensors",
+    "zero": "LoRA on {layers} layers, all factors zero (as initialised): nothing to fold",
+    "unmerged": "LoRA on {layers} layers found UNMERGED (saved in train mode): B @ A x {scaling} folded into the weights",
+    "merged": "LoRA on {layers} layers found MERGED (saved after model.eval()): weights kept as saved, "
+              "the stale lora_A/lora_B dropped",
+}
 
 
 def alpha_clip_visual_to_hf(
     state_dict: Mapping[str, torch.Tensor], *, activation: str = "quick_gelu",
-) -> tuple[dict, dict[str, torch.Tensor], torch.Tensor]:
+    base: Mapping[str, torch.Tensor] | None = None, lora: str = "auto", lora_alpha: float = 1.0,
+) -> tuple[dict, dict[str, torch.Tensor], torch.Tensor, str]:
     """An Alpha-CLIP visual state dict (keys bare, or under `visual.` with any text-tower keys then
     ignored; `module.` allowed) -> (CLIPVisionConfig fields, HF vision tensors incl.
-    visual_projection.weight, the alpha conv weight D x 1 x P x P), float32."""
+    visual_projection.weight, the alpha conv weight D x 1 x P x P, float32; a line saying which
+    LoRA case was found: none, all zero, merged or unmerged).
+
+    LoRA factors (fctrain.lora_fold) are folded into their weights (`lora="unmerged"`) or dropped as
+    stale (`"merged"`); `"auto"` tells the two apart against `base`, the base CLIP's HF tensors.
+    """
     if activation not in ACTIVATIONS:
         raise UserError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if lora not in STATES:
+        raise UserError(f"lora must be one of {STATES}, got {lora!r}")
     sd = strip_wrappers(state_dict)
     if any(k.startswith("visual.") for k in sd):
         ignored = sum(not k.startswith("visual.") for k in sd)
@@ -454,6 +552,8 @@ def alpha_clip_visual_to_hf(
                      ignored)
         sd = {k.removeprefix("visual."): v for k, v in sd.items() if k.startswith("visual.")}
     _check_layout(sd, list(_TOP_VISUAL) + ["conv1_alpha.weight"], "an Alpha-CLIP visual checkpoint")
+    ranks = sorted({v.shape[-1] for k, v in sd.items() if k.endswith(".lora_B")})
+    deltas = pop_lora_deltas(sd, lora_alpha)
     origin: dict[str, str] = {}
     alpha = sd.pop("conv1_alpha.weight")
     vision, tensors = _vision_to_hf(sd, "", activation, origin)
@@ -463,12 +563,45 @@ def alpha_clip_visual_to_hf(
     if tuple(alpha.shape) != (width, 1, patch, patch):
         raise UserError(f"conv1_alpha.weight has shape {tuple(alpha.shape)}; "
                         f"the vision tower needs {(width, 1, patch, patch)}")
-    return vision, {k: _float32(v) for k, v in tensors.items()}, _float32(alpha)
+    tensors = {k: _float32(v) for k, v in tensors.items()}
+    found = "none"
+    if deltas:
+        hf_deltas = _deltas_to_hf(deltas, origin)
+        if lora != "auto":
+            found = lora
+        elif base is None:
+            raise UserError("the checkpoint holds LoRA factors: say whether they are merged (--lora merged|unmerged), "
+                            "or give the base model to tell")
+        else:
+            found = lora_state(tensors, hf_deltas, base)
+        if found == "unmerged":
+            for key, delta in hf_deltas.items():
+                tensors[key] += delta
+    note = LORA_NOTES[found].format(layers=len(deltas), scaling=f"lora_alpha / r = {lora_alpha:g} / {', '.join(map(str, ranks))}")
+    if deltas and lora != "auto":
+        note = note.replace(" found ", " taken as ", 1)
+    return vision, tensors, _float32(alpha), note
 
 
-def _alpha_clip_and_tokenizer(path, base_dir, activation: str) -> tuple[RGBAClip, object]:
-    vision, tensors, alpha = alpha_clip_visual_to_hf(read_state_dict(path), activation=activation)
+def _deltas_to_hf(deltas: Mapping[str, torch.Tensor], origin: Mapping[str, str]) -> dict[str, torch.Tensor]:
+    """LoRA deltas by Alpha-CLIP weight key -> by HF key (in_proj's split into q, k, v rows)."""
+    out = {}
+    for hf_key, source in origin.items():
+        if source in deltas:
+            delta = deltas[source]
+            out[hf_key] = delta.chunk(3, dim=0)["qkv".index(hf_key.split(".")[-2][0])] if "in_proj" in source else delta
+    return out
+
+
+def _alpha_clip_and_tokenizer(path, base_dir, activation: str | None, lora: str, lora_alpha: float):
+    """(RGBAClip, the base's tokenizer, notes)."""
+    note = f"MLP activation {activation} (as given)"
+    if activation is None:
+        activation, note = "quick_gelu", "MLP activation quick_gelu (Alpha-CLIP's model code always uses QuickGELU)"
     base, tokenizer = load_clip(base_dir)
+    base_tensors = {k: v for k, v in base.state_dict().items() if k.startswith(("vision_model.", "visual_projection."))}
+    vision, tensors, alpha, lora_note = alpha_clip_visual_to_hf(
+        read_state_dict(path), activation=activation, base=base_tensors, lora=lora, lora_alpha=lora_alpha)
     embed = base.text_projection.weight.shape[0]
     if vision["projection_dim"] != embed:
         raise UserError(f"{path}: proj projects to {vision['projection_dim']} dims but the text tower of {base_dir} "
@@ -479,13 +612,13 @@ def _alpha_clip_and_tokenizer(path, base_dir, activation: str) -> tuple[RGBAClip
     text = {k: v for k, v in base.state_dict().items()
             if k.startswith(("text_model.", "text_projection.", "logit_scale"))}
     _check_fits(CLIPModel, config, tensors | text, {})  # the vision part was checked on reading
-    del base
+    del base, base_tensors
     clip = CLIPModel(config)  # random init (~1 s for ViT-B/16), every tensor then overwritten
     clip.load_state_dict(tensors | text, strict=True)
     model = RGBAClip(clip)
     with torch.no_grad():
         model.alpha_embedding.weight.copy_(alpha)
-    return model.eval(), tokenizer
+    return model.eval(), tokenizer, [note, lora_note]
 
 
 def describe(config: CLIPConfig) -> str:

@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer, CLIPConfig, CLIPModel
 
+from fcdata.captions import clean_caption, tokenize_captions
 from fcdata.errors import UserError
 from fctrain.config import LoraConfig, ModelConfig
 from fctrain.tokenizer import build_tokenizer
@@ -87,7 +88,7 @@ def create_tiny_model(
     """
     out_dir = Path(out_dir)
     with write_directory_atomically(out_dir) as tmp:
-        tokenizer = build_tokenizer(phrases, tmp)
+        tokenizer = build_tokenizer(map(clean_caption, phrases), tmp)  # trained on what it will be given
         config = CLIPConfig(
             text_config=dict(
                 vocab_size=len(tokenizer),
@@ -481,7 +482,7 @@ class TextEmbeddingCache:
         batch padded to its longest caption."""
 
         def compute(missing: list[str]) -> torch.Tensor:
-            batch = tokenizer(missing, padding="longest", truncation=True, return_tensors="pt")
+            batch = tokenize_captions(tokenizer, missing)
             if tokenizer.padding_side != "right":
                 return model.encode_text(_to(batch["input_ids"], device), _to(batch["attention_mask"], device))
             return encode_right_padded(model, _to(batch["input_ids"], device))

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from fcdata import guard, keys
+from fcdata.captions import tokenize_captions
 from fcdata.errors import CountingHandler
 from fcdata.loader import phrase_key
 from fcdata.transforms import letterbox, normalize_images
@@ -93,7 +94,7 @@ def pretrain_tiny_clip(clip, tokenizer, shards: list[str], options: PretrainOpti
             batch = [next(pairs) for _ in range(options.batch_size)]
             pixels = torch.from_numpy(np.stack([crop for crop, _ in batch])).permute(0, 3, 1, 2).to(device)
             phrases = [phrase for _, phrase in batch]
-            tokens = tokenizer(phrases, padding="longest", truncation=True, max_length=77, return_tensors="pt").to(device)
+            tokens = tokenize_captions(tokenizer, phrases).to(device)
             image_features = clip.visual_projection(clip.vision_model(pixel_values=normalize_images(pixels)).pooler_output)
             text_pooled = clip.text_model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).pooler_output
             text_features = clip.text_projection(text_pooled)

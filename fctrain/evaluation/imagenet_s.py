@@ -8,7 +8,7 @@
   underscores (`great_white_shark`): from a names file, or looked up with nltk's WordNet when it is
   installed with its corpus. The template "a photo of a {}.".
 - The view: the centred square on the short side resized to the model's input (fcdata.transforms.
-  center_crop), image bicubic and alpha bilinear, as the reference transforms them.
+  alpha_clip_center_crop), image bicubic and alpha bilinear, as the reference transforms them.
 - The metric: the mean over classes of per-class top-1 and top-5 (ties: a random pick).
 
 Alpha rows: alpha_mask / alpha_box / alpha_whole are the mask / box / whole-image rows of

@@ -12,7 +12,7 @@ off and the alpha conv zero, i.e. CLIP itself for a training run):
     falip                                base; FALIP's attention bias (fctrain.prompts.falip_bias)
 
 Every view goes through the benchmark's geometry (fcdata.transforms: letterbox, squash or
-center_crop) with its alpha, so a box and its pixels never part. An image's views are built
+alpha_clip_center_crop) with its alpha, so a box and its pixels never part. An image's views are built
 together (blurs and gray copies once per image, in threads: PIL releases the GIL) and run through
 the tower in batches grouped by weights.
 """
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from fcdata.errors import UserError
-from fcdata.transforms import center_crop, center_crop_box, letterbox, normalize_alphas, normalize_images, squash
+from fcdata.transforms import alpha_clip_center_crop, center_crop_box, letterbox, normalize_alphas, normalize_images, squash
 from fctrain.model import RGBAClip
 from fctrain.prompts import IMAGE_PROMPTS, RECLIP_BLUR_RADIUS, attention_bias_features, falip_bias, prompt_background, visual_prompt
 
@@ -97,7 +97,7 @@ class Geometry:
 
 
 GEOMETRIES = {"letterbox": Geometry("letterbox", letterbox), "squash": Geometry("squash", squash),
-              "center_crop": Geometry("center_crop", center_crop)}
+              "center_crop": Geometry("center_crop", alpha_clip_center_crop)}
 
 
 # ----------------------------------------------------------------------------- views

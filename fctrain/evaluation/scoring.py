@@ -18,10 +18,12 @@ if TYPE_CHECKING:
 
 
 def text_features(model: RGBAClip, tokenizer, texts: list[str], batch_size: int, device) -> torch.Tensor:
-    """N x D unit text features (CPU float32), cut at CLIP's 77 tokens."""
+    """N x D unit text features (CPU float32) of the cleaned captions, cut at the tokenizer's length."""
+    from fcdata.captions import tokenize_captions
+
     rows = []
     for start in range(0, len(texts), batch_size):
-        tokens = tokenizer(texts[start : start + batch_size], padding="longest", truncation=True, max_length=77, return_tensors="pt")
+        tokens = tokenize_captions(tokenizer, texts[start : start + batch_size])
         rows.append(model.encode_text(tokens["input_ids"].to(device), tokens["attention_mask"].to(device)).float())
     return F.normalize(torch.cat(rows), dim=-1).cpu()
 

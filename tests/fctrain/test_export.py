@@ -10,7 +10,7 @@ from transformers import CLIPModel
 import fctrain.export
 from floats import assert_different, assert_same
 from fcdata.errors import UserError
-from fcdata.transforms import CLIP_MEAN, letterbox, normalize_alphas, normalize_images
+from fcdata.transforms import CLIP_MEAN, center_crop, letterbox, normalize_alphas, normalize_images
 from fctrain.api import FocusClip
 from fctrain.export import METADATA, export_model
 from fctrain.model import RGBAClip
@@ -172,3 +172,42 @@ def test_api_load_refuses_non_exports(tmp_path, trained):
         FocusClip.load(tmp_path)
     with pytest.raises(UserError):
         FocusClip.load(tmp_path / "missing")
+
+
+def features_of(model: RGBAClip, transform, image, alpha):
+    """The model's unit embedding of one image and mask through `transform` (letterbox or center_crop)."""
+    square, masks = transform(image, alpha[None], SIZE)
+    pixels = torch.tensor(square).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        return F.normalize(model.encode_image(normalize_images(pixels), normalize_alphas(torch.tensor(masks)[None])), dim=-1)
+
+
+def test_api_preprocess_letterbox_by_default_or_center_crop(trained, exported):
+    """preprocess: the export's letterbox by default, or CLIP's center_crop; each gives its transform's features."""
+    model, _ = trained
+    images, (box, _) = samples()
+    ones = np.full(images[0].shape[:2], 255, np.uint8)
+    default, cropping = FocusClip.load(exported), FocusClip.load(exported, preprocess="center_crop")
+    assert (default.preprocess, cropping.preprocess) == ("letterbox", "center_crop")
+    for alpha in (ones, box):
+        for loaded, transform in ((default, letterbox), (cropping, center_crop)):
+            ours = loaded.encode_image(images[0], alpha)
+            assert F.cosine_similarity(ours, features_of(model, transform, images[0], alpha)).item() > 1 - 1e-6
+    # A non-square image: the views differ (the crop drops the sides, the letterbox adds padding) ...
+    whole = F.cosine_similarity(default.encode_image(images[0]), cropping.encode_image(images[0])).item()
+    assert whole < 1 - 1e-3
+    # ... and a square image at the model's size is the same picture either way.
+    square = np.ascontiguousarray(np.resize(images[0], (SIZE, SIZE, 3)))
+    assert F.cosine_similarity(default.encode_image(square), cropping.encode_image(square)).item() > 1 - 1e-6
+
+
+def test_api_preprocess_is_checked_and_warns_when_the_crop_loses_the_region(exported):
+    """An unknown preprocess is refused; a region cut away by center_crop is said, not silently embedded."""
+    with pytest.raises(UserError, match="preprocess must be one of"):
+        FocusClip.load(exported, preprocess="squash")
+    loaded = FocusClip.load(exported, preprocess="center_crop")
+    images, _ = samples()  # 48 x 80: the crop keeps columns 16..64
+    left = np.zeros(images[0].shape[:2], np.uint8)
+    left[:, :8] = 255
+    with pytest.warns(UserWarning, match="cut 1 of 2 regions away entirely"):
+        loaded.encode_image([images[0], images[0]], [left, None])

@@ -4,7 +4,7 @@ from PIL import Image
 
 from fcdata.synth_benchmarks import NAMES, WNIDS, write_imagenet_s
 from fcdata.errors import UserError
-from fcdata.transforms import center_crop, center_crop_box
+from fcdata.transforms import alpha_clip_center_crop, center_crop_box
 from fctrain.evaluation.imagenet_s import ImageNetSOptions, class_mask, class_names, evaluate_imagenet_s, per_class_means
 
 
@@ -35,7 +35,7 @@ def test_center_crop_cuts_the_short_side_square_with_its_masks():
     masks[0, 15:75] = 255  # exactly the kept square
     masks[1, :15] = 255  # only the cut-away top
     image[15:75] = 200
-    out, out_masks = center_crop(image, masks, 32)
+    out, out_masks = alpha_clip_center_crop(image, masks, 32)
     assert out.shape == (32, 32, 3) and out_masks.shape == (2, 32, 32)
     assert np.all(out_masks[0] == 255) and np.all(out_masks[1] == 0) and np.all(out == 200)
 

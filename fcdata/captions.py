@@ -1,0 +1,49 @@
+"""Captions to token ids: the one path every caption takes (training batches in the loader's
+workers, the text-embedding cache, evaluation, the API, the tiny model's tokenizer and
+pretraining), so that a caption is tokenised the same way everywhere and the way CLIP was trained.
+
+OpenAI's tokenizer (open_clip and Alpha-CLIP use the same) cleans text before its BPE: ftfy repairs
+mojibake, curly quotes, ligatures, full-width letters, control characters and BOMs; HTML entities
+are unescaped twice (web captions are often escaped twice: `&amp;amp;`); runs of whitespace become
+one space; then it lowercases. Hugging Face's CLIP tokenizer does only the whitespace and the
+lowercasing, so without this step such captions get token ids CLIP never saw in training.
+
+Unlike OpenAI's tokenizer, a literal `<|endoftext|>` (or any special token's text) inside a caption
+is tokenised as the text it is: a caption is data, and an end token in the middle would make CLIP
+pool the caption there.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import re
+from collections.abc import Sequence
+
+import ftfy
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+@functools.lru_cache(maxsize=1 << 16)  # VG repeats phrases a lot; ftfy costs tens of microseconds each
+def clean_caption(text: str) -> str:
+    """OpenAI CLIP's text cleaning: ftfy.fix_text, HTML unescaped twice, whitespace collapsed,
+    stripped, lowercased."""
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return _WHITESPACE.sub(" ", text).strip().lower()
+
+
+def tokenize_captions(
+    tokenizer, texts: Sequence[str], *, max_length: int | None = None, return_tensors: str = "pt",
+):
+    """Clean `texts` and tokenise them with `tokenizer` (a Hugging Face tokenizer): input_ids and
+    attention_mask, padded on the right to the longest, cut at `max_length` tokens (default the
+    tokenizer's own, 77 for CLIP) with the end token kept last."""
+    return tokenizer(
+        [clean_caption(text) for text in texts],
+        padding="longest",
+        truncation=True,
+        max_length=max_length if max_length is not None else tokenizer.model_max_length,
+        split_special_tokens=True,  # special tokens' text in a caption stays text (see above)
+        return_tensors=return_tensors,
+    )
