@@ -1,0 +1,246 @@
+"""Arbitrary (segmentation) masks in shards: layout `runs-v1`.
+
+Box masks are separable and cost half a KB per image (`separable-v1`, fcdata.masks); a COCO or SAM
+mask is not. Layout `runs-v1` keeps the box profiles of every region (`profiles.png`, binary or
+soft, exactly as separable-v1, so a region without a real mask still has its box), and stores
+each distinct real mask once, cut to its tight rectangle [x0, y0, x1, y1) (half-open stored
+pixels), the masks' rows stacked top to bottom in mask order:
+
+- binary masks, `runs.png` (16-bit gray): one PNG row per mask row, holding the columns (from the
+  rectangle's x0) where the row switches on, off, on, ... left to right, padded with 65535. The
+  first row of each mask uses PNG's filter None, the others Up (the row above subtracted), so a
+  smooth outline becomes near-zero differences and each mask decodes without the rows before it.
+- graded masks (any value other than 0 and 255, "graded": true), `crops.png` (8-bit gray): the
+  crops' pixels themselves, padded with zeros on the right, filtered the same way.
+
+In the JSON's "mask": `mask_of` (per region: its mask's index, -1 = use the box profile), `rects`
+(per mask), `source` (per mask, one of SOURCES) and `graded`. Regions that share a COCO instance
+share one mask.
+
+Why run boundaries (`fc bench masks`, benchmarks/results/README.md): with a distinct smooth mask
+for each of ~50 regions, cropped 1-bit masks with PNG's Up filter took ~36% of the rest of the
+shard, COCO RLE strings in the JSON ~29%, full-frame 1-bit masks ~50%, run boundaries ~11%: an
+outline moves by a pixel or so per row, which Up turns into small numbers that deflate codes in
+a few bits, where 1-bit rows leave it a scatter of bit patterns.
+
+Read with PIL and NumPy alone (README, "Segmentation masks"): rows of mask e start at the sum of
+the heights of masks 0..e-1; a pixel is on where an odd number of switches lie at or left of it.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Sequence
+
+import numpy as np
+from numba import njit
+
+from fcdata import keys, masks
+
+SOURCE_BOX = "box"  # no real mask: the box profile is the mask
+SOURCE_COCO = "coco"  # a COCO instance segmentation (fc shard --coco-instances)
+SOURCE_SAM = "sam"  # predicted by SAM / SAM2 from the region's box (fc masks)
+SOURCES = (SOURCE_BOX, SOURCE_COCO, SOURCE_SAM)
+PAD = 65535  # fills a runs.png row past its last switch
+
+
+def tight_rect(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) half-open bounds of the non-zero pixels, or None for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _filtered_lines(blocks: Sequence[np.ndarray]) -> np.ndarray:
+    """Row-byte blocks (one per mask, equal widths) -> PNG scanlines: None on each block's first
+    row, Up on the others."""
+    height = sum(b.shape[0] for b in blocks)
+    lines = np.empty((height, 1 + blocks[0].shape[1]), np.uint8)
+    top = 0
+    for block in blocks:
+        rows = lines[top : top + block.shape[0]]
+        rows[0, 0], rows[1:, 0] = 0, 2
+        rows[0, 1:] = block[0]
+        np.subtract(block[1:], block[:-1], out=rows[1:, 1:])
+        top += block.shape[0]
+    return lines
+
+
+def switch_columns(crop: np.ndarray) -> list[np.ndarray]:
+    """A binary h x w crop -> per row the columns where the value changes (on, off, on, ...)."""
+    padded = np.zeros((crop.shape[0], crop.shape[1] + 2), np.int8)
+    padded[:, 1:-1] = crop != 0
+    rows, cols = np.nonzero(np.diff(padded, axis=1))
+    return np.split(cols.astype(np.uint16), np.cumsum(np.bincount(rows, minlength=crop.shape[0]))[:-1])
+
+
+def encode_runs(crops: Sequence[np.ndarray]) -> bytes:
+    """Binary crops (h x w, any nonzero = on) -> runs.png."""
+    switches = [switch_columns(c) for c in crops]
+    width = max(2, max(len(s) for rows in switches for s in rows))
+    blocks = []
+    for rows in switches:
+        block = np.full((len(rows), width), PAD, ">u2")
+        for i, s in enumerate(rows):
+            block[i, : len(s)] = s
+        blocks.append(block.view(np.uint8).reshape(len(rows), 2 * width))
+    lines = _filtered_lines(blocks)
+    return masks._png_bytes(lines, width, lines.shape[0], 16, 9)
+
+
+def encode_graded(crops: Sequence[np.ndarray]) -> bytes:
+    """uint8 crops (h x w, 0..255) -> crops.png, zero-padded to the widest."""
+    width = max(c.shape[1] for c in crops)
+    blocks = []
+    for crop in crops:
+        block = np.zeros((crop.shape[0], width), np.uint8)
+        block[:, : crop.shape[1]] = crop
+        blocks.append(block)
+    lines = _filtered_lines(blocks)
+    return masks._png_bytes(lines, width, lines.shape[0], 8, 9)
+
+
+def _heights(rects: Sequence[Sequence[int]]) -> np.ndarray:
+    return np.array([r[3] - r[1] for r in rects], np.int64)
+
+
+def _scanlines(data: bytes, rects: Sequence[Sequence[int]], bit_depth: int, rows_needed: int) -> np.ndarray:
+    """The first `rows_needed` scanlines (filter byte + row) of a runs.png / crops.png as
+    encode_* writes it; decompression stops there."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        raise ValueError("mask PNG: not a PNG file")
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    if (depth, colour, interlace) != (bit_depth, 0, 0) or height != int(_heights(rects).sum()):
+        raise ValueError("mask PNG does not match its rectangles in the JSON")
+    parts, offset = [], 33
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        if kind == b"IDAT":
+            parts.append(data[offset + 8 : offset + 8 + length])
+        elif kind == b"IEND":
+            break
+        offset += 12 + length
+    row_bytes = width * bit_depth // 8
+    wanted = rows_needed * (row_bytes + 1)
+    stream = parts[0] if len(parts) == 1 else b"".join(parts)
+    if wanted == height * (row_bytes + 1):
+        inflated = zlib.decompress(stream, 15, wanted)
+    else:  # stop after the last row asked for: on average a third of the work is skipped
+        inflated = zlib.decompressobj().decompress(stream, wanted)
+    raw = np.frombuffer(inflated, np.uint8)
+    if raw.size != wanted:
+        raise ValueError("mask PNG: less pixel data than its rectangles need")
+    return raw.reshape(rows_needed, row_bytes + 1)
+
+
+@njit(cache=True, nogil=True)
+def _unfilter(lines: np.ndarray, top: int, height: int) -> np.ndarray:
+    """Rows top..top+height of Up-filtered scanlines (the first filtered None) -> raw row bytes."""
+    out = np.empty((height, lines.shape[1] - 1), np.uint8)
+    for i in range(height):
+        expected = 0 if i == 0 else 2
+        if lines[top + i, 0] != expected:
+            raise ValueError("mask PNG: unexpected row filter")
+        for j in range(out.shape[1]):
+            value = lines[top + i, j + 1]
+            out[i, j] = value if i == 0 else np.uint8(value + out[i - 1, j])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _fill_runs(raw: np.ndarray, width: int) -> np.ndarray:
+    """Unfiltered runs.png rows (big-endian uint16 switch columns, PAD-filled) -> h x width uint8."""
+    height, slots = raw.shape[0], raw.shape[1] // 2
+    out = np.zeros((height, width), np.uint8)
+    for i in range(height):
+        for t in range(0, slots - 1, 2):
+            start = (np.int64(raw[i, 2 * t]) << 8) | raw[i, 2 * t + 1]
+            if start == PAD:
+                break
+            stop = (np.int64(raw[i, 2 * t + 2]) << 8) | raw[i, 2 * t + 3]
+            out[i, min(start, width) : min(stop, width)] = 255
+    return out
+
+
+def decode_mask_crops(data: bytes, rects: Sequence[Sequence[int]], graded: bool, chosen: Sequence[int]) -> list[np.ndarray]:
+    """runs.png (binary) or crops.png (graded) -> the chosen masks' crops, h x w uint8 0..255."""
+    heights = _heights(rects)
+    tops = np.concatenate(([0], np.cumsum(heights)))
+    lines = _scanlines(data, rects, 8 if graded else 16, int(max(tops[e + 1] for e in chosen)))
+    out = []
+    for e in chosen:
+        x0, _, x1, _ = rects[e]
+        raw = _unfilter(lines, int(tops[e]), int(heights[e]))
+        out.append(np.ascontiguousarray(raw[:, : x1 - x0]) if graded else _fill_runs(raw, x1 - x0))
+    return out
+
+
+def region_masks(sample_member, rows: np.ndarray, cols: np.ndarray, mask_meta: dict, chosen: Sequence[int]) -> np.ndarray:
+    """Full-size k x H x W uint8 masks of the chosen regions of a runs-v1 sample, given the box
+    profiles of those same regions (rows[m], cols[m] belong to chosen[m]) and the sample's
+    runs.png / crops.png bytes (`sample_member`)."""
+    height, width = rows.shape[1], cols.shape[1]
+    out = masks.profiles_to_masks(rows, cols, np.arange(len(chosen)))
+    mask_of = [mask_meta["mask_of"][k] for k in chosen]
+    wanted = sorted({e for e in mask_of if e >= 0})
+    if not wanted:
+        return out
+    decoded = dict(zip(wanted, decode_mask_crops(sample_member, mask_meta["rects"], mask_meta["graded"], wanted)))
+    for m, e in enumerate(mask_of):
+        if e >= 0:
+            x0, y0, x1, y1 = mask_meta["rects"][e]
+            out[m] = 0
+            out[m, y0:y1, x0:x1] = decoded[e][: min(y1, height) - y0, : min(x1, width) - x0]
+    return out
+
+
+def member_name(mask_meta: dict) -> str:
+    """The tar member holding a runs-v1 sample's masks."""
+    return keys.MASK_CROPS if mask_meta["graded"] else keys.MASK_RUNS
+
+
+def encode_masks(
+    full_masks: Sequence[np.ndarray | None], sources: Sequence[str], shared: Sequence[int] | None = None,
+) -> tuple[dict[str, bytes], dict]:
+    """Per region a full-size mask (H x W, bool or uint8) or None (keep the box), and its source
+    -> ({member: bytes}, the runs-v1 fields of the JSON's "mask" besides the layout). Both are
+    empty when no region has a non-empty mask (the sample stays separable-v1).
+
+    `shared[k]` (optional) is an id per region: regions with the same id >= 0 share one mask
+    (e.g. a COCO annotation id), so it is stored once however many regions use it.
+    """
+    crops: list[np.ndarray] = []
+    rects: list[list[int]] = []
+    mask_of: list[int] = []
+    mask_sources: list[str] = []
+    by_id: dict[int, int] = {}
+    for k, mask in enumerate(full_masks):
+        key = -1 if shared is None else int(shared[k])
+        index = by_id.get(key, -1) if key >= 0 else -1
+        if index < 0 and mask is not None and (rect := tight_rect(mask)) is not None:
+            x0, y0, x1, y1 = rect
+            crops.append(np.asarray(mask[y0:y1, x0:x1]))
+            rects.append([x0, y0, x1, y1])
+            mask_sources.append(sources[k])
+            index = len(crops) - 1
+            if key >= 0:
+                by_id[key] = index
+        mask_of.append(index)
+    if not crops:
+        return {}, {}
+    graded = any(c.dtype != np.bool_ and np.any((c != 0) & (c != 255)) for c in crops)
+    if graded:
+        data = encode_graded([c.astype(np.uint8) * np.uint8(255) if c.dtype == np.bool_ else c.astype(np.uint8) for c in crops])
+    else:
+        data = encode_runs(crops)
+    meta = {"mask_of": mask_of, "rects": rects, "source": mask_sources, "graded": graded}
+    return {member_name(meta): data}, meta
+
+
+def region_sources(mask_meta: dict, regions: int) -> list[str]:
+    """Per region where its mask came from; every region of a box layout is a box."""
+    if "mask_of" not in mask_meta:
+        return [SOURCE_BOX] * regions
+    return [mask_meta["source"][e] if e >= 0 else SOURCE_BOX for e in mask_meta["mask_of"]]
