@@ -158,6 +158,6 @@ def test_readme_recipe_reads_segmentation_masks(tmp_path, last):
         exec(readme_block("### Segmentation masks"), namespace)
     finally:
         os.chdir(previous)
-    last = samples[-1]  # the recipe's loop leaves the last sample's masks in `masks`
-    np.testing.assert_array_equal(namespace["masks"], reader.decode_masks(last, reader.decode_meta(last)))
+    final = samples[-1]  # the recipe's loop leaves the last sample's masks in `masks`
+    np.testing.assert_array_equal(namespace["masks"], reader.decode_masks(final, reader.decode_meta(final)))
     np.testing.assert_array_equal(namespace["masks"][0], graded[0] if last == "graded" else binary[0] * np.uint8(255))
