@@ -8,7 +8,8 @@ at a time into an Arrow record batch. Peak memory: the Arrow tables plus one chu
 objects per worker.
 
 Field names differ between releases (see ../shared/BRIEF.md); every variant maps to one schema:
-- images:  image_id int64, stated_width int32, stated_height int32 (0 = not stated)
+- images:  image_id int64, stated_width int32, stated_height int32 (0 = not stated), coco_id int64
+           (null unless the image is a COCO photo)
 - regions: image_id int64, region_id int64, phrase string (as written), x, y, w, h float64
 - objects: image_id int64, object_id int64, x, y, w, h float64, names list<string>,
            synsets list<string>
@@ -38,7 +39,8 @@ _CHUNKS_PER_WORKER = 4
 _PARALLEL_MIN_BYTES = 32 << 20
 
 IMAGES_SCHEMA = pa.schema(
-    [("image_id", pa.int64()), ("stated_width", pa.int32()), ("stated_height", pa.int32())]
+    [("image_id", pa.int64()), ("stated_width", pa.int32()), ("stated_height", pa.int32()),
+     ("coco_id", pa.int64())]  # null for images that are not COCO photos
 )
 REGIONS_SCHEMA = pa.schema(
     [
@@ -210,7 +212,7 @@ def _number(value) -> float:
 
 
 def _image_rows(records: list) -> tuple[pa.RecordBatch, Counter]:
-    ids, widths, heights = [], [], []
+    ids, widths, heights, coco_ids = [], [], [], []
     for record in records:
         if not isinstance(record, dict):
             continue
@@ -221,8 +223,11 @@ def _image_rows(records: list) -> tuple[pa.RecordBatch, Counter]:
         ids.append(image_id)
         widths.append(width if isinstance(width, int) and width > 0 else 0)
         heights.append(height if isinstance(height, int) and height > 0 else 0)
+        coco_id = record.get("coco_id")
+        coco_ids.append(coco_id if isinstance(coco_id, int) and not isinstance(coco_id, bool) else None)
     return pa.RecordBatch.from_arrays(
-        [pa.array(ids, pa.int64()), pa.array(widths, pa.int32()), pa.array(heights, pa.int32())],
+        [pa.array(ids, pa.int64()), pa.array(widths, pa.int32()), pa.array(heights, pa.int32()),
+         pa.array(coco_ids, pa.int64())],
         schema=IMAGES_SCHEMA,
     ), Counter()
 
