@@ -155,3 +155,28 @@ class LoaderOptions:
     @property
     def images_per_batch(self) -> int:
         return self.batch_size // self.regions_per_image
+
+
+@dataclass(frozen=True)
+class MaskOptions:
+    batch_images: int = 8  # images per image-encoder pass (does not change the output)
+    min_predicted_iou: float = 0.7  # below this predicted IoU the region keeps its box
+    max_outside_box: float = 0.1  # above this share of mask pixels outside the (grown) box: box
+    box_margin: float = 0.05  # the box is grown by this share of its width / height on each side
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.batch_images >= 1, "--batch-images must be >= 1"),
+            (0.0 <= self.min_predicted_iou <= 1.0, "--min-predicted-iou must be in [0, 1]"),
+            (0.0 <= self.max_outside_box <= 1.0, "--max-outside-box must be in [0, 1]"),
+            (self.box_margin >= 0.0, "--box-margin must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+    def output_affecting(self) -> dict:
+        fields = dataclasses.asdict(self)
+        del fields["batch_images"], fields["device"]
+        return fields
