@@ -22,11 +22,14 @@ def masks(
     max_outside_box: Annotated[float, typer.Option(help="Above this share of mask pixels outside the grown box: keep the box.")] = _DEFAULTS.max_outside_box,
     box_margin: Annotated[float, typer.Option(help="Grow the box by this share of each side before that test.")] = _DEFAULTS.box_margin,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = _DEFAULTS.device,
+    ray: Annotated[str, typer.Option(help="Run on a Ray cluster (one SAM actor per GPU): its address, 'auto', or 'local'.")] = "",
+    ray_cpu_actors: Annotated[int, typer.Option(help="With --ray on a cluster without GPUs: CPU actors.", min=1)] = 1,
 ) -> None:
     """Prompt SAM with every region's box and write new shards whose regions carry its masks
     (same samples and order; box fallback by the documented thresholds). Resumable.
 
     Example: fc masks --shards data/shards --out data/shards-sam --sam-model models/sam-vit-base
+    (on a cluster: add --ray auto)
     """
     from rich.console import Console
 
@@ -38,7 +41,12 @@ def masks(
         box_margin=box_margin, device=device,
     )
     with RichShardProgress() as progress:
-        summary = refine_shards(shards, out, sam_model, options, progress)
+        if ray:
+            from fcdata.refine_ray import refine_shards_ray
+
+            summary = refine_shards_ray(shards, out, sam_model, options, ray, ray_cpu_actors, progress)
+        else:
+            summary = refine_shards(shards, out, sam_model, options, progress)
     regions = summary["regions"]
     Console(stderr=True).print(
         f"masks: {summary['images']:,} images; regions with a SAM mask {regions['regions_sam']:,} "

@@ -139,3 +139,21 @@ def test_point_prompts_give_one_mask_per_click(setup):
     image = np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8)
     [prediction] = SamMasker.load(sam_dir, "cpu").predict([image], points=[np.array([[10, 20], [60, 40]])])
     assert prediction.masks.shape == (2, 70, 90) and prediction.masks.dtype == bool and prediction.iou.shape == (2,)
+
+
+@pytest.mark.slow
+def test_ray_runner_writes_what_one_process_writes(setup, tmp_path):
+    """A local Ray instance (CPU actors, tiny SAM) gives byte-identical shards and the same summary."""
+    ray = pytest.importorskip("ray")
+    from fcdata.refine_ray import refine_shards_ray
+
+    base, sam_dir = setup
+    single = refine.refine_shards(base / "shards", tmp_path / "single", sam_dir, PERMISSIVE)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        spread = refine_shards_ray(base / "shards", tmp_path / "ray", sam_dir, PERMISSIVE, "local", cpu_actors=2)
+    finally:
+        ray.shutdown()
+    for shard in sorted((tmp_path / "single").glob("*.tar")):
+        assert (tmp_path / "ray" / shard.name).read_bytes() == shard.read_bytes()
+    assert {k: v for k, v in spread.items() if k != "last_run_seconds"} == {k: v for k, v in single.items() if k != "last_run_seconds"}
