@@ -184,7 +184,11 @@ def input_shards(in_dir: Path) -> list[Path]:
 
 def prepare(in_dir: Path, out_dir: Path, sam_dir: Path, options: MaskOptions) -> tuple[list[Path], list[Path]]:
     """Check the job, write or compare its config; -> (all input shards, those still to do)."""
+    from fcdata.sam import model_kind, resolve_device
+
     shards = input_shards(in_dir)
+    model_kind(sam_dir)  # a wrong folder or device must not leave a config behind
+    resolve_device(options.device)
     if out_dir.resolve() == in_dir.resolve():
         raise UserError("--out must differ from --shards (the input shards are read, never rewritten)")
     config = {"options": options.output_affecting(), "model": model_fingerprint(sam_dir), "shards": [p.name for p in shards]}

@@ -32,6 +32,20 @@ class Prediction:
     iou: np.ndarray  # K float32, SAM's predicted IoU of each kept mask
 
 
+def model_kind(path: Path) -> str:
+    """"sam" or "sam2" from the folder's config.json; a one-line UserError for anything else."""
+    config_path = Path(path) / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"--sam-model {path}: no config.json there; it must be a folder saved by SamModel.save_pretrained")
+    try:
+        kind = json.loads(config_path.read_text()).get("model_type")
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise UserError(f"--sam-model {path}: cannot read config.json ({exc})") from None
+    if kind not in KINDS:
+        raise UserError(f"--sam-model {path}: a {kind!r} model, not SAM or SAM2 (model_type sam / sam2)")
+    return kind
+
+
 def resolve_device(device: str):
     import torch
 
@@ -53,15 +67,7 @@ class SamMasker:
     def load(cls, path: str | Path, device: str = "auto") -> "SamMasker":
         """A SAM or SAM2 saved with save_pretrained (model and processor) in `path`."""
         path = Path(path)
-        config_path = path / "config.json"
-        if not config_path.is_file():
-            raise UserError(f"--sam-model {path}: no config.json there; it must be a folder saved by SamModel.save_pretrained")
-        try:
-            kind = json.loads(config_path.read_text()).get("model_type")
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"--sam-model {path}: cannot read config.json ({exc})") from None
-        if kind not in KINDS:
-            raise UserError(f"--sam-model {path}: a {kind!r} model, not SAM or SAM2 (model_type sam / sam2)")
+        kind = model_kind(path)
         torch_device = resolve_device(device)
         import transformers
 

@@ -114,6 +114,9 @@ def test_bad_model_folders_and_devices_are_one_line_errors(setup, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "clip"}))
     with pytest.raises(UserError, match="not SAM"):
         SamMasker.load(tmp_path)
+    with pytest.raises(UserError, match="not SAM"):
+        refine.refine_shards(base / "shards", tmp_path / "out", tmp_path, MaskOptions(device="cpu"))
+    assert not (tmp_path / "out").exists()  # nothing written for a job that cannot start
     import torch
 
     if not torch.cuda.is_available():
