@@ -78,6 +78,8 @@ class SamMasker:
         try:
             model = model_class.from_pretrained(path)
             processor = processor_class.from_pretrained(path)
+        except ImportError as exc:  # Sam2's image processor needs torchvision
+            raise UserError(f"--sam-model {path}: {processor_class.__name__} needs a missing library ({str(exc).strip().splitlines()[0]})") from None
         except (OSError, ValueError) as exc:
             raise UserError(f"--sam-model {path}: cannot load {model_class.__name__} and its processor ({exc})") from None
         model.requires_grad_(False).eval().to(torch_device)
