@@ -41,6 +41,7 @@ from fcdata import keys, reader, segmasks
 from fcdata.errors import UserError
 from fcdata.options import MaskOptions
 from fcdata.shard import TarShardWriter
+from fcdata.shard import _write_json  # the one write-to-temp-then-rename JSON helper
 
 PARTS_DIR = ".masks"
 CONFIG_FILE = "masks_config.json"
@@ -155,12 +156,6 @@ def _batches(samples: Iterator[dict], size: int) -> Iterator[list[dict]]:
             batch = []
     if batch:
         yield batch
-
-
-def _write_json(path: Path, data: dict) -> None:
-    temp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    temp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(temp, path)
 
 
 def model_fingerprint(sam_dir: Path) -> str:

@@ -29,7 +29,6 @@ the heights of masks 0..e-1; a pixel is on where an odd number of switches lie a
 
 from __future__ import annotations
 
-import struct
 import zlib
 from typing import Sequence
 
@@ -109,22 +108,14 @@ def _heights(rects: Sequence[Sequence[int]]) -> np.ndarray:
 def _scanlines(data: bytes, rects: Sequence[Sequence[int]], bit_depth: int, rows_needed: int) -> np.ndarray:
     """The first `rows_needed` scanlines (filter byte + row) of a runs.png / crops.png as
     encode_* writes it; decompression stops there."""
-    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+    parts = masks.png_parts(data)
+    if parts is None:
         raise ValueError("mask PNG: not a PNG file")
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    (width, height, depth, colour, interlace), stream = parts
     if (depth, colour, interlace) != (bit_depth, 0, 0) or height != int(_heights(rects).sum()):
         raise ValueError("mask PNG does not match its rectangles in the JSON")
-    parts, offset = [], 33
-    while offset + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
-        if kind == b"IDAT":
-            parts.append(data[offset + 8 : offset + 8 + length])
-        elif kind == b"IEND":
-            break
-        offset += 12 + length
     row_bytes = width * bit_depth // 8
     wanted = rows_needed * (row_bytes + 1)
-    stream = parts[0] if len(parts) == 1 else b"".join(parts)
     if wanted == height * (row_bytes + 1):
         inflated = zlib.decompress(stream, 15, wanted)
     else:  # stop after the last row asked for: on average a third of the work is skipped
