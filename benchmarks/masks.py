@@ -101,7 +101,8 @@ def _layout_rows(samples: list[dict], base: dict, rng: np.random.Generator) -> l
         totals["rest"] += rest
         masked = _with_masks(sample, blobs)
         totals["runs_v1"] += sum(len(v) for k, v in masked.items() if k != keys.KEY) - rest
-        crops = [b[r[1]:r[3], r[0]:r[2]] for b, r in zip(blobs, json.loads(masked[keys.META])["mask"]["rects"])]
+        rects = np.asarray(json.loads(masked[keys.META])["mask"]["rects"]).reshape(-1, 4)
+        crops = [b[r[1]:r[3], r[0]:r[2]] for b, r in zip(blobs, rects)]
         totals["crops_1bit_png"] += len(masks._png_bytes(_crop_lines(crops), max(c.shape[1] for c in crops), sum(c.shape[0] for c in crops), 1, 9))
         rles = coco_mask.encode(np.asfortranarray(np.stack(blobs, axis=2).astype(np.uint8)))
         rle_json = json.dumps([r["counts"].decode() for r in rles], separators=(",", ":"))

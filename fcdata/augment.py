@@ -109,7 +109,18 @@ def mask_alpha(crop: np.ndarray, rect, box: np.ndarray, size: int, flip: bool) -
     x0, y0, x1, y1 = rect
     along_y = resample_weights(box[1], box[3] - box[1], size, y0, y1)  # size x h
     along_x = resample_weights(box[0], box[2] - box[0], size, x0, x1)  # size x w
-    alpha = along_y @ crop.astype(np.float32) @ along_x.T  # size x size, 0..255
+    alpha = np.zeros((size, size), np.float32)
+    # Only output rows and columns the crop reaches are computed: a region is a fraction of a view.
+    rows, cols = np.flatnonzero(along_y.any(axis=1)), np.flatnonzero(along_x.any(axis=1))
+    if rows.size and cols.size:
+        wy, wx = along_y[rows[0] : rows[-1] + 1], along_x[cols[0] : cols[-1] + 1]
+        values = crop.astype(np.float32)
+        h, w = values.shape
+        if wy.shape[0] * h * w + wy.shape[0] * w * wx.shape[0] <= h * w * wx.shape[0] + wy.shape[0] * h * wx.shape[0]:
+            block = (wy @ values) @ wx.T
+        else:
+            block = wy @ (values @ wx.T)
+        alpha[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = block
     if flip:
         alpha = alpha[:, ::-1]
     return np.floor(np.clip(alpha, 0.0, 255.0) + 0.5).astype(np.uint8)
@@ -346,5 +357,6 @@ def real_masks(sample: dict, meta: dict, chosen: np.ndarray) -> RealMasks:
     if not with_mask:
         return NO_REAL_MASKS
     stored = sorted({mask["mask_of"][k] for k in with_mask})
-    crops = dict(zip(stored, segmasks.decode_mask_crops(sample[segmasks.member_name(mask)], mask["rects"], mask["graded"], stored)))
-    return RealMasks({k: (crops[mask["mask_of"][k]], mask["rects"][mask["mask_of"][k]]) for k in with_mask})
+    rects = segmasks.rects_of(mask)
+    crops = dict(zip(stored, segmasks.decode_mask_crops(sample[segmasks.member_name(mask)], rects, mask["graded"], stored)))
+    return RealMasks({k: (crops[mask["mask_of"][k]], rects[mask["mask_of"][k]].tolist()) for k in with_mask})

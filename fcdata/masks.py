@@ -141,14 +141,18 @@ def encode_png(pixels: np.ndarray, compress_level: int = 1, up_filter: bool = Tr
     return _png_bytes(filtered, width, height, bit_depth, compress_level)
 
 
-def _png_bytes(scanlines: np.ndarray, width: int, height: int, bit_depth: int, compress_level: int) -> bytes:
+def _png_bytes(
+    scanlines: np.ndarray, width: int, height: int, bit_depth: int, compress_level: int,
+    strategy: int = zlib.Z_DEFAULT_STRATEGY,
+) -> bytes:
     """Filtered scanlines (a filter byte, then the row's bytes) -> a grayscale PNG file."""
+    compressor = zlib.compressobj(compress_level, zlib.DEFLATED, 15, 9, strategy)
     header = struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0)
     return b"".join(
         (
             b"\x89PNG\r\n\x1a\n",
             _png_chunk(b"IHDR", header),
-            _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), compress_level)),
+            _png_chunk(b"IDAT", compressor.compress(scanlines.tobytes()) + compressor.flush()),
             _png_chunk(b"IEND", b""),
         )
     )

@@ -7,15 +7,16 @@ each distinct real mask once, cut to its tight rectangle [x0, y0, x1, y1) (half-
 pixels), the masks' rows stacked top to bottom in mask order:
 
 - binary masks, `runs.png` (16-bit gray): one PNG row per mask row, holding the columns (from the
-  rectangle's x0) where the row switches on, off, on, ... left to right, padded with 65535. The
-  first row of each mask uses PNG's filter None, the others Up (the row above subtracted), so a
-  smooth outline becomes near-zero differences and each mask decodes without the rows before it.
+  rectangle's x0) where the row switches on, off, on, ... left to right, then zeros (pairs of
+  zeros are empty runs, so a reader may treat every slot as a switch). Rows after the first use
+  PNG's Up filter (the row above subtracted), so a smooth outline becomes near-zero differences.
 - graded masks (any value other than 0 and 255, "graded": true), `crops.png` (8-bit gray): the
   crops' pixels themselves, padded with zeros on the right, filtered the same way.
 
 In the JSON's "mask": `mask_of` (per region: its mask's index, -1 = use the box profile), `rects`
-(per mask), `source` (per mask, one of SOURCES) and `graded`. Regions that share a COCO instance
-share one mask.
+(flat: x0, y0, x1, y1 of mask 0, then of mask 1, ...), `sources` (the SOURCES used),
+`source_of` (per mask, an index into `sources`; absent when there is one source) and `graded`. Regions that share a COCO instance
+share one mask. (Flat lists and indexed sources keep the JSON at ~1 KB for 50 masks.)
 
 Why run boundaries (`fc bench masks`, benchmarks/results/README.md): with a distinct smooth mask
 for each of ~50 regions, cropped 1-bit masks with PNG's Up filter took ~36% of the rest of the
@@ -41,7 +42,6 @@ SOURCE_BOX = "box"  # no real mask: the box profile is the mask
 SOURCE_COCO = "coco"  # a COCO instance segmentation (fc shard --coco-instances)
 SOURCE_SAM = "sam"  # predicted by SAM / SAM2 from the region's box (fc masks)
 SOURCES = (SOURCE_BOX, SOURCE_COCO, SOURCE_SAM)
-PAD = 65535  # fills a runs.png row past its last switch
 
 
 def tight_rect(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -53,17 +53,13 @@ def tight_rect(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 
 
 def _filtered_lines(blocks: Sequence[np.ndarray]) -> np.ndarray:
-    """Row-byte blocks (one per mask, equal widths) -> PNG scanlines: None on each block's first
-    row, Up on the others."""
-    height = sum(b.shape[0] for b in blocks)
-    lines = np.empty((height, 1 + blocks[0].shape[1]), np.uint8)
-    top = 0
-    for block in blocks:
-        rows = lines[top : top + block.shape[0]]
-        rows[0, 0], rows[1:, 0] = 0, 2
-        rows[0, 1:] = block[0]
-        np.subtract(block[1:], block[:-1], out=rows[1:, 1:])
-        top += block.shape[0]
+    """Row-byte blocks (one per mask, equal widths) -> PNG scanlines: None on the first row, Up
+    on all others."""
+    stacked = np.concatenate(blocks)
+    lines = np.empty((stacked.shape[0], 1 + stacked.shape[1]), np.uint8)
+    lines[0, 0], lines[1:, 0] = 0, 2
+    lines[0, 1:] = stacked[0]
+    np.subtract(stacked[1:], stacked[:-1], out=lines[1:, 1:])
     return lines
 
 
@@ -81,12 +77,13 @@ def encode_runs(crops: Sequence[np.ndarray]) -> bytes:
     width = max(2, max(len(s) for rows in switches for s in rows))
     blocks = []
     for rows in switches:
-        block = np.full((len(rows), width), PAD, ">u2")
+        block = np.zeros((len(rows), width), ">u2")  # zero pairs past the last switch: empty runs
         for i, s in enumerate(rows):
             block[i, : len(s)] = s
         blocks.append(block.view(np.uint8).reshape(len(rows), 2 * width))
     lines = _filtered_lines(blocks)
-    return masks._png_bytes(lines, width, lines.shape[0], 16, 9)
+    # Z_FILTERED: the Up differences are small numbers, which Huffman codes beat string matches on.
+    return masks._png_bytes(lines, width, lines.shape[0], 16, 9, zlib.Z_FILTERED)
 
 
 def encode_graded(crops: Sequence[np.ndarray]) -> bytes:
@@ -101,11 +98,16 @@ def encode_graded(crops: Sequence[np.ndarray]) -> bytes:
     return masks._png_bytes(lines, width, lines.shape[0], 8, 9)
 
 
-def _heights(rects: Sequence[Sequence[int]]) -> np.ndarray:
-    return np.array([r[3] - r[1] for r in rects], np.int64)
+def rects_of(mask_meta: dict) -> np.ndarray:
+    """E x 4 int64 rectangles (x0, y0, x1, y1) of a runs-v1 sample's masks."""
+    return np.asarray(mask_meta["rects"], np.int64).reshape(-1, 4)
 
 
-def _scanlines(data: bytes, rects: Sequence[Sequence[int]], bit_depth: int, rows_needed: int) -> np.ndarray:
+def _heights(rects: np.ndarray) -> np.ndarray:
+    return rects[:, 3] - rects[:, 1]
+
+
+def _scanlines(data: bytes, rects: np.ndarray, bit_depth: int, rows_needed: int) -> np.ndarray:
     """The first `rows_needed` scanlines (filter byte + row) of a runs.png / crops.png as
     encode_* writes it; decompression stops there."""
     parts = masks.png_parts(data)
@@ -127,44 +129,43 @@ def _scanlines(data: bytes, rects: Sequence[Sequence[int]], bit_depth: int, rows
 
 
 @njit(cache=True, nogil=True)
-def _unfilter(lines: np.ndarray, top: int, height: int) -> np.ndarray:
-    """Rows top..top+height of Up-filtered scanlines (the first filtered None) -> raw row bytes."""
-    out = np.empty((height, lines.shape[1] - 1), np.uint8)
-    for i in range(height):
-        expected = 0 if i == 0 else 2
-        if lines[top + i, 0] != expected:
+def _unfilter(lines: np.ndarray) -> np.ndarray:
+    """Scanlines filtered None (first row) then Up -> raw row bytes: a running sum down the rows,
+    modulo 256 per byte, as PNG defines it (a few microseconds for a whole image's masks)."""
+    out = np.empty((lines.shape[0], lines.shape[1] - 1), np.uint8)
+    for i in range(lines.shape[0]):
+        if lines[i, 0] != (0 if i == 0 else 2):
             raise ValueError("mask PNG: unexpected row filter")
         for j in range(out.shape[1]):
-            value = lines[top + i, j + 1]
+            value = lines[i, j + 1]
             out[i, j] = value if i == 0 else np.uint8(value + out[i - 1, j])
     return out
 
 
 @njit(cache=True, nogil=True)
 def _fill_runs(raw: np.ndarray, width: int) -> np.ndarray:
-    """Unfiltered runs.png rows (big-endian uint16 switch columns, PAD-filled) -> h x width uint8."""
+    """Unfiltered runs.png rows (big-endian uint16 switch columns, pairs on/off) -> h x width uint8."""
     height, slots = raw.shape[0], raw.shape[1] // 2
     out = np.zeros((height, width), np.uint8)
     for i in range(height):
         for t in range(0, slots - 1, 2):
             start = (np.int64(raw[i, 2 * t]) << 8) | raw[i, 2 * t + 1]
-            if start == PAD:
-                break
             stop = (np.int64(raw[i, 2 * t + 2]) << 8) | raw[i, 2 * t + 3]
-            out[i, min(start, width) : min(stop, width)] = 255
+            out[i, min(start, width) : min(stop, width)] = 255  # padding pairs are empty runs
     return out
 
 
-def decode_mask_crops(data: bytes, rects: Sequence[Sequence[int]], graded: bool, chosen: Sequence[int]) -> list[np.ndarray]:
-    """runs.png (binary) or crops.png (graded) -> the chosen masks' crops, h x w uint8 0..255."""
+def decode_mask_crops(data: bytes, rects: np.ndarray, graded: bool, chosen: Sequence[int]) -> list[np.ndarray]:
+    """runs.png (binary) or crops.png (graded), and the E x 4 rects -> the chosen masks' crops,
+    h x w uint8 0..255."""
     heights = _heights(rects)
     tops = np.concatenate(([0], np.cumsum(heights)))
-    lines = _scanlines(data, rects, 8 if graded else 16, int(max(tops[e + 1] for e in chosen)))
+    raw = _unfilter(_scanlines(data, rects, 8 if graded else 16, int(max(tops[e + 1] for e in chosen))))
     out = []
     for e in chosen:
-        x0, _, x1, _ = rects[e]
-        raw = _unfilter(lines, int(tops[e]), int(heights[e]))
-        out.append(np.ascontiguousarray(raw[:, : x1 - x0]) if graded else _fill_runs(raw, x1 - x0))
+        width = int(rects[e, 2] - rects[e, 0])
+        rows = raw[tops[e] : tops[e + 1]]
+        out.append(np.ascontiguousarray(rows[:, :width]) if graded else _fill_runs(rows, width))
     return out
 
 
@@ -178,10 +179,11 @@ def region_masks(sample_member, rows: np.ndarray, cols: np.ndarray, mask_meta: d
     wanted = sorted({e for e in mask_of if e >= 0})
     if not wanted:
         return out
-    decoded = dict(zip(wanted, decode_mask_crops(sample_member, mask_meta["rects"], mask_meta["graded"], wanted)))
+    rects = rects_of(mask_meta)
+    decoded = dict(zip(wanted, decode_mask_crops(sample_member, rects, mask_meta["graded"], wanted)))
     for m, e in enumerate(mask_of):
         if e >= 0:
-            x0, y0, x1, y1 = mask_meta["rects"][e]
+            x0, y0, x1, y1 = rects[e].tolist()
             out[m] = 0
             out[m, y0:y1, x0:x1] = decoded[e][: min(y1, height) - y0, : min(x1, width) - x0]
     return out
@@ -226,7 +228,10 @@ def encode_masks(
         data = encode_graded([c.astype(np.uint8) * np.uint8(255) if c.dtype == np.bool_ else c.astype(np.uint8) for c in crops])
     else:
         data = encode_runs(crops)
-    meta = {"mask_of": mask_of, "rects": rects, "source": mask_sources, "graded": graded}
+    names = list(dict.fromkeys(mask_sources))
+    meta = {"mask_of": mask_of, "rects": [v for rect in rects for v in rect], "sources": names, "graded": graded}
+    if len(names) > 1:
+        meta["source_of"] = [names.index(s) for s in mask_sources]
     return {member_name(meta): data}, meta
 
 
@@ -234,4 +239,6 @@ def region_sources(mask_meta: dict, regions: int) -> list[str]:
     """Per region where its mask came from; every region of a box layout is a box."""
     if "mask_of" not in mask_meta:
         return [SOURCE_BOX] * regions
-    return [mask_meta["source"][e] if e >= 0 else SOURCE_BOX for e in mask_meta["mask_of"]]
+    names = mask_meta["sources"]
+    source_of = mask_meta.get("source_of") or [0] * (len(mask_meta["rects"]) // 4)
+    return [names[source_of[e]] if e >= 0 else SOURCE_BOX for e in mask_meta["mask_of"]]

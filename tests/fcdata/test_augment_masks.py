@@ -63,7 +63,7 @@ def test_views_of_a_runs_sample_use_the_real_masks(monkeypatch):
     ring = (distance < 17) & (distance > 8)
     sample = make_sample(1, boxes, [ring, None], height, width)
     meta = reader.decode_meta(sample)
-    x0, y0, x1, y1 = meta["mask"]["rects"][0]
+    x0, y0, x1, y1 = meta["mask"]["rects"][:4]
     crop = np.where(ring, 255, 0).astype(np.uint8)[y0:y1, x0:x1]
     crops_used = []
     original = augment.random_crop
