@@ -21,6 +21,7 @@ image every kept region is given the instance whose box matches it best:
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,7 +149,9 @@ def instance_mask(segmentation, coco_height: int, coco_width: int) -> np.ndarray
             rle = {"size": segmentation["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
         else:
             raise ValueError(f"unknown segmentation type {type(segmentation).__name__}")
-        return mask_utils.decode(rle)
+        with warnings.catch_warnings():  # pycocotools' own NumPy 2 copy-keyword deprecation
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return mask_utils.decode(rle)
     except ValueError:
         raise
     except Exception as exc:  # noqa: BLE001 - pycocotools raises assorted types for bad input
