@@ -103,24 +103,49 @@ def resample_weights(start: float, span: float, size: int, first: int, stop: int
     return out
 
 
+@njit(cache=True, nogil=True)
+def _band(weights: np.ndarray) -> np.ndarray:
+    """Per output row of a resampling matrix, the [first, stop) columns holding its non-zeros."""
+    band = np.zeros((weights.shape[0], 2), np.int64)
+    for i in range(weights.shape[0]):
+        first, stop = weights.shape[1], 0
+        for j in range(weights.shape[1]):
+            if weights[i, j] != 0.0:
+                first, stop = min(first, j), j + 1
+        band[i, 0], band[i, 1] = first, max(first, stop)
+    return band
+
+
+@njit(cache=True, nogil=True)
+def _resample_2d(crop: np.ndarray, along_y: np.ndarray, along_x: np.ndarray) -> np.ndarray:
+    """along_y @ crop @ along_x.T (size x size float32) over the weights' bands only: a few taps
+    per output pixel instead of BLAS over mostly-zero matrices (multi-threaded BLAS also stalls
+    badly in busy loader workers), and the same sums in the same order on every CPU."""
+    band_y, band_x = _band(along_y), _band(along_x)
+    height = crop.shape[0]
+    along_rows = np.zeros((height, along_x.shape[0]), np.float32)  # h x size: x resampled
+    for c in range(along_x.shape[0]):
+        for r in range(height):
+            total = np.float32(0.0)
+            for j in range(band_x[c, 0], band_x[c, 1]):
+                total += along_x[c, j] * np.float32(crop[r, j])
+            along_rows[r, c] = total
+    out = np.zeros((along_y.shape[0], along_x.shape[0]), np.float32)
+    for i in range(along_y.shape[0]):
+        for r in range(band_y[i, 0], band_y[i, 1]):
+            weight = along_y[i, r]
+            for c in range(along_x.shape[0]):
+                out[i, c] += weight * along_rows[r, c]
+    return out
+
+
 def mask_alpha(crop: np.ndarray, rect, box: np.ndarray, size: int, flip: bool) -> np.ndarray:
     """A real mask (its h x w uint8 crop at `rect` = x0, y0, x1, y1) cropped to `box` and resized:
     size x size uint8, by the box profiles' operator (see the module docstring)."""
     x0, y0, x1, y1 = rect
     along_y = resample_weights(box[1], box[3] - box[1], size, y0, y1)  # size x h
     along_x = resample_weights(box[0], box[2] - box[0], size, x0, x1)  # size x w
-    alpha = np.zeros((size, size), np.float32)
-    # Only output rows and columns the crop reaches are computed: a region is a fraction of a view.
-    rows, cols = np.flatnonzero(along_y.any(axis=1)), np.flatnonzero(along_x.any(axis=1))
-    if rows.size and cols.size:
-        wy, wx = along_y[rows[0] : rows[-1] + 1], along_x[cols[0] : cols[-1] + 1]
-        values = crop.astype(np.float32)
-        h, w = values.shape
-        if wy.shape[0] * h * w + wy.shape[0] * w * wx.shape[0] <= h * w * wx.shape[0] + wy.shape[0] * h * wx.shape[0]:
-            block = (wy @ values) @ wx.T
-        else:
-            block = wy @ (values @ wx.T)
-        alpha[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = block
+    alpha = _resample_2d(np.ascontiguousarray(crop, np.uint8), along_y, along_x)
     if flip:
         alpha = alpha[:, ::-1]
     return np.floor(np.clip(alpha, 0.0, 255.0) + 0.5).astype(np.uint8)
