@@ -113,7 +113,7 @@ def _layout_rows(samples: list[dict], base: dict, rng: np.random.Generator) -> l
         # The 2 masks a training view needs, drawn as the loader draws them.
         two = np.array(random.Random(number).sample(range(len(boxes)), min(2, len(boxes))), np.int64)
         masked_meta = json.loads(masked[keys.META])
-        times["runs_v1"].append(_timed(lambda: augment.real_masks(masked, masked_meta, two)))
+        times["runs_v1"].append(_timed(lambda: augment.real_masks(masked, masked_meta, two)))  # what the loader calls
         times["coco_rle_json"].append(
             _timed(lambda: coco_mask.decode([dict(rles[k], counts=json.loads(rle_json)[k].encode()) for k in two.tolist()]))
         )
@@ -198,7 +198,8 @@ def _sam_rows(shard_dir: Path, work: Path, base: dict, images: int) -> list[dict
     job = summary["images"] / (time.perf_counter() - started)
     device = str(masker.device)
     return [
-        dict(base, case="sam_predict_only", model="tiny random SAM (~0.1 M parameters)", device=device, images_per_s=round(sam_only, 1)),
+        dict(base, case="sam_predict_only", model="tiny random SAM (~0.1 M parameters)", device=device,
+             images=len(raws), images_per_s=round(sam_only, 1)),
         dict(base, case="fc_masks", model="tiny random SAM (~0.1 M parameters)", device=device, images=summary["images"],
              images_per_s=round(job, 1), vs_sam_predict_only=round(job / sam_only, 3)),
     ]

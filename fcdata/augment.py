@@ -33,7 +33,7 @@ import json
 import math
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
@@ -151,22 +151,30 @@ def mask_alpha(crop: np.ndarray, rect, box: np.ndarray, size: int, flip: bool) -
     return np.floor(np.clip(alpha, 0.0, 255.0) + 0.5).astype(np.uint8)
 
 
+@njit(cache=True, nogil=True)
+def area_table(crop: np.ndarray) -> np.ndarray:
+    """(h + 1) x (w + 1) int64 summed-area table of the crop's non-zero pixels."""
+    table = np.zeros((crop.shape[0] + 1, crop.shape[1] + 1), np.int64)
+    for r in range(crop.shape[0]):
+        running = 0
+        for c in range(crop.shape[1]):
+            running += crop[r, c] != 0
+            table[r + 1, c + 1] = table[r, c + 1] + running
+    return table
+
+
 @dataclass
 class RealMasks:
-    """The decoded real masks of an image's chosen regions: region index -> (crop, rect), and a
-    summed-area table per crop so that a crop's visible share is four lookups."""
+    """The decoded real masks of an image's chosen regions: region index -> (crop, rect), and,
+    once a training crop asks, a summed-area table per crop (its visible share: four lookups)."""
 
     crops: dict[int, tuple[np.ndarray, list[int]]]
-
-    def __post_init__(self) -> None:
-        self.tables = {}
-        for k, (crop, rect) in self.crops.items():
-            table = np.zeros((crop.shape[0] + 1, crop.shape[1] + 1), np.int64)
-            np.cumsum(np.cumsum(crop > 0, axis=0), axis=1, out=table[1:, 1:])
-            self.tables[k] = table
+    tables: dict[int, np.ndarray] = field(default_factory=dict)  # built on first use
 
     def visible(self, k: int, crop_box: np.ndarray) -> float:
         """Share of region k's mask pixels whose centres lie inside crop_box."""
+        if k not in self.tables:
+            self.tables[k] = area_table(self.crops[k][0])
         table = self.tables[k]
         x0, y0 = self.crops[k][1][:2]
         h, w = table.shape[0] - 1, table.shape[1] - 1

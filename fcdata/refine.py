@@ -92,7 +92,8 @@ def refine_sample(raw: dict, prediction, prompted: list[int], options: MaskOptio
     shared = [-1] * regions
     for k in range(regions):
         if sources[k] != segmasks.SOURCE_BOX:  # an existing real mask (COCO) stays, still shared
-            full[k], out_sources[k], shared[k] = existing[k] > 0, sources[k], mask_meta["mask_of"][k]
+            kept = existing[k] if mask_meta["graded"] else existing[k] > 0
+            full[k], out_sources[k], shared[k] = kept, sources[k], mask_meta["mask_of"][k]
             counts[COCO_KEPT] += sources[k] == segmasks.SOURCE_COCO
     for m, k in enumerate(prompted):
         verdict = accept(prediction.masks[m], float(prediction.iou[m]), meta["regions"]["box"][k], options)
