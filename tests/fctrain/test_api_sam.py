@@ -7,6 +7,7 @@ import pytest
 
 from fcdata.sam import SamMasker, tiny_sam
 from fctrain.api import sam_alpha
+from tests.fctrain.test_export import exported, trained  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="module")
@@ -31,3 +32,26 @@ def test_exactly_one_prompt(masker):
         sam_alpha(masker, image)
     with pytest.raises(ValueError, match="a point or a box"):
         sam_alpha(masker, image, point=(1, 1), box=(0, 0, 4, 4))
+
+
+def test_readme_sam_block_runs_and_leaves_the_folder_as_it_was(tmp_path, exported):
+    """The README's click-to-alpha block, against a Focus-CLIP export and a photo."""
+    import os
+    import shutil
+
+    from PIL import Image
+
+    from tests.fcdata.test_segmasks import readme_block
+
+    shutil.copytree(exported, tmp_path / "models" / "focus-vg")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)).save(tmp_path / "street.jpg")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    previous = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        namespace: dict = {}
+        exec(readme_block("sam_alpha(masker, image, point"), namespace)
+    finally:
+        os.chdir(previous)
+    assert namespace["alpha"].shape == (200, 300) and tuple(namespace["scores"].shape) == (1, 2)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
