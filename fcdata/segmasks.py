@@ -63,27 +63,47 @@ def _filtered_lines(blocks: Sequence[np.ndarray]) -> np.ndarray:
     return lines
 
 
-def switch_columns(crop: np.ndarray) -> list[np.ndarray]:
-    """A binary h x w crop -> per row the columns where the value changes (on, off, on, ...)."""
-    padded = np.zeros((crop.shape[0], crop.shape[1] + 2), np.int8)
-    padded[:, 1:-1] = crop != 0
-    rows, cols = np.nonzero(np.diff(padded, axis=1))
-    return np.split(cols.astype(np.uint16), np.cumsum(np.bincount(rows, minlength=crop.shape[0]))[:-1])
+@njit(cache=True, nogil=True)
+def most_switches(crop: np.ndarray) -> int:
+    """The largest number of on/off switches in any row of a binary crop."""
+    most = 0
+    for r in range(crop.shape[0]):
+        count, previous = 0, False
+        for c in range(crop.shape[1]):
+            on = crop[r, c] != 0
+            count += on != previous
+            previous = on
+        most = max(most, count + previous)  # a run reaching the right edge switches off there
+    return most
+
+
+@njit(cache=True, nogil=True)
+def switch_rows(crop: np.ndarray, slots: int) -> np.ndarray:
+    """A binary h x w crop -> h x slots uint16: per row the columns where it switches (on, off,
+    on, ...), then zeros."""
+    out = np.zeros((crop.shape[0], slots), np.uint16)
+    for r in range(crop.shape[0]):
+        count, previous = 0, False
+        for c in range(crop.shape[1]):
+            on = crop[r, c] != 0
+            if on != previous:
+                out[r, count] = c
+                count += 1
+            previous = on
+        if previous:
+            out[r, count] = crop.shape[1]
+    return out
 
 
 def encode_runs(crops: Sequence[np.ndarray]) -> bytes:
     """Binary crops (h x w, any nonzero = on) -> runs.png."""
-    switches = [switch_columns(c) for c in crops]
-    width = max(2, max(len(s) for rows in switches for s in rows))
-    blocks = []
-    for rows in switches:
-        block = np.zeros((len(rows), width), ">u2")  # zero pairs past the last switch: empty runs
-        for i, s in enumerate(rows):
-            block[i, : len(s)] = s
-        blocks.append(block.view(np.uint8).reshape(len(rows), 2 * width))
+    crops = [np.ascontiguousarray(c) for c in crops]
+    slots = max(2, max(most_switches(c) for c in crops))
+    blocks = [switch_rows(c, slots).astype(">u2").view(np.uint8) for c in crops]
     lines = _filtered_lines(blocks)
-    # Z_FILTERED: the Up differences are small numbers, which Huffman codes beat string matches on.
-    return masks._png_bytes(lines, width, lines.shape[0], 16, 9, zlib.Z_FILTERED)
+    # Z_FILTERED: the Up differences are small numbers, which Huffman codes beat string matches
+    # on. Level 8 rather than 9: 2% larger, half the time (~8 ms per image of 50 masks).
+    return masks._png_bytes(lines, slots, lines.shape[0], 16, 8, zlib.Z_FILTERED)
 
 
 def encode_graded(crops: Sequence[np.ndarray]) -> bytes:
