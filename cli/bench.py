@@ -57,6 +57,24 @@ def loader(
     run(shards, work, images=images, size=size, workers=counts, repeats=repeats, save=record)
 
 
+@app.command("masks")
+def masks(
+    work: WorkDir = Path("runs/bench"),
+    images: Annotated[int, typer.Option(help="Images in the generated corpus.")] = 200,
+    regions_per_image: Annotated[int, typer.Option(help="Regions per generated image (VG averages ~50).")] = 50,
+    sam_images: Annotated[int, typer.Option(help="Images fc masks runs on (tiny random SAM).")] = 100,
+    record: Record = True,
+) -> None:
+    """Segmentation masks: bytes per image and decode time per view for layout runs-v1 beside COCO
+    RLE and 1-bit baselines; fc shard --coco-instances bytes; fc masks images/s (tiny SAM).
+
+    Example: fc bench masks --images 200
+    """
+    from fcbench.masks import run
+
+    run(work, images=images, regions_per_image=regions_per_image, sam_images=sam_images, save=record)
+
+
 @app.command("step")
 def step(
     batch: Annotated[Optional[int], typer.Option(help="Samples per step (default 256 on CUDA, 8 on CPU).")] = None,

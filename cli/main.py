@@ -14,7 +14,7 @@ import sys
 
 import typer
 
-from fc import bench, convert, demo, evaluate, export, shard, show, synth, train
+from fc import bench, convert, demo, evaluate, export, masks, shard, show, synth, train
 
 app = typer.Typer(
     name="fc",
@@ -26,6 +26,7 @@ app = typer.Typer(
 app.command("demo")(demo.demo)
 app.command("synth")(synth.synth)
 app.command("shard")(shard.shard)
+app.command("masks")(masks.masks)
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("export")(export.export)

@@ -25,6 +25,8 @@ def shard(
     max_phrase_chars: Annotated[int, typer.Option(help="Cut longer phrases at a word boundary.")] = _DEFAULTS.max_phrase_chars,
     val_fraction: Annotated[float, typer.Option(help="Share of images in the val split (by image-id hash).")] = _DEFAULTS.val_fraction,
     shard_samples: Annotated[int, typer.Option(help="Images per shard.")] = _DEFAULTS.shard_samples,
+    coco_instances: Annotated[str, typer.Option(help="COCO instances JSON file(s), comma-separated: real masks for VG's COCO photos.")] = "",
+    coco_min_iou: Annotated[float, typer.Option(help="A region takes the COCO instance whose box it overlaps best, from this IoU on.")] = _DEFAULTS.coco_min_iou,
     workers: Workers = _DEFAULTS.workers,
 ) -> None:
     """Turn Visual Genome (images + region descriptions) into WebDataset tar shards with region
@@ -32,6 +34,7 @@ def shard(
     interruption.
 
     Example: fc shard --vg-root data/vg --out data/shards --workers 8
+    (with real masks: --coco-instances instances_train2017.json,instances_val2017.json)
     """
     from rich.console import Console
 
@@ -42,7 +45,8 @@ def shard(
         image_size=image_size, max_long_side=max_long_side, jpeg_quality=jpeg_quality, mask=mask,
         feather_px=feather_px, min_box_side_px=min_box_side_px, duplicate_iou=duplicate_iou,
         max_phrase_chars=max_phrase_chars, val_fraction=val_fraction, shard_samples=shard_samples,
-        workers=workers,
+        coco_instances=tuple(p.strip() for p in coco_instances.split(",") if p.strip()),
+        coco_min_iou=coco_min_iou, workers=workers,
     )
     console = Console(stderr=True)
     with display(console, RichShardProgress, PlainShardProgress) as progress:
@@ -64,6 +68,13 @@ def report_summary(console, summary, out) -> None:
         f"regions: {regions['kept']:,} kept of {regions['listed']:,}; dropped {_counts(regions['dropped'])}; "
         f"fixed {_counts(regions['fixed'])}; in skipped images {regions['in_skipped_images']:,}"
     )
+    if "coco" in data.get("masks", {}):
+        by_source, matched = data["masks"]["regions_by_source"], data["masks"]["coco"]
+        console.print(
+            f"masks: {by_source['coco']:,} regions with a COCO mask, {by_source['box']:,} with their box; "
+            f"COCO images {matched['images_with_instances']:,} (size mismatch {matched['images_size_mismatch']:,}), "
+            f"unmatched regions {matched['regions_unmatched']:,}, bad segmentations {matched['regions_bad_segmentation']:,}"
+        )
     console.print(
         f"shards: {data['shards']['train']} train + {data['shards']['val']} val, "
         f"{data['bytes']['tar_total'] / 2**20:,.1f} MiB (masks {100 * data['bytes']['mask_fraction']:.1f}%) "

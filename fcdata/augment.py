@@ -6,8 +6,16 @@ Masks are separable (fcdata.masks), so a crop+resize of a mask is two 1-D resamp
 product; the 1-D resampling uses the same pixel mapping and triangle filter as PIL's bilinear
 resize of the image, so the two stay aligned to a fraction of a pixel.
 
+Real masks (layout runs-v1, fcdata.segmasks) go through the same linear operator as the box
+profiles: resampling along y then x with the same triangle weights (PIL's bilinear, antialiased
+when shrinking), alpha = Wy @ mask @ Wx^T, so a box-shaped real mask gives the box profile's alpha
+and both follow the image exactly. Area-weighted rather than nearest, because nearest would shift
+edges by up to half a source pixel against the image and drop thin parts when shrinking; the
+graded edge is what the image's own resampling does to the object's outline.
+
 Training view: a random crop (area and aspect drawn from `crop_scale` / `crop_ratio`) in which
-every chosen region keeps at least `min_visible` of its area (else another crop is drawn, and
+every chosen region keeps at least `min_visible` of its area (of its mask's pixels, for a real
+mask) (else another crop is drawn, and
 after 10 draws the whole image is used), resized to size x size, then a horizontal flip with
 probability 1/2 that also swaps the words "left" and "right" in the phrases. Evaluation view:
 pad to square, resize; no randomness.
@@ -25,12 +33,12 @@ import json
 import math
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
 
-from fcdata import keys, masks
+from fcdata import keys, masks, segmasks
 from fcdata.options import LoaderOptions
 
 _SIDE_WORDS = re.compile(r"\b(left|right|Left|Right|LEFT|RIGHT)\b")
@@ -69,6 +77,117 @@ def resample_profile(profile: np.ndarray, start: float, span: float, size: int) 
                 total += weight * profile[j]
         out[i] = total / weights if weights > 0.0 else 0.0
     return out
+
+
+@njit(cache=True, nogil=True)
+def resample_weights(start: float, span: float, size: int, first: int, stop: int) -> np.ndarray:
+    """The matrix (size x (stop - first), float32) of `resample_profile` over input pixels
+    first..stop-1: weights @ profile[first:stop] equals resample_profile(profile, ...) for a
+    profile that is zero outside them."""
+    scale = span / size
+    support = max(1.0, scale)
+    out = np.zeros((size, stop - first), np.float32)
+    for i in range(size):
+        centre = start + (i + 0.5) * scale
+        weights = 0.0
+        for j in range(int(np.floor(centre - support)), int(np.ceil(centre + support))):
+            weight = 1.0 - abs((j + 0.5 - centre) / support)
+            if weight <= 0.0:
+                continue
+            weights += weight
+            if first <= j < stop:
+                out[i, j - first] = weight
+        if weights > 0.0:
+            for j in range(stop - first):
+                out[i, j] /= weights
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _band(weights: np.ndarray) -> np.ndarray:
+    """Per output row of a resampling matrix, the [first, stop) columns holding its non-zeros."""
+    band = np.zeros((weights.shape[0], 2), np.int64)
+    for i in range(weights.shape[0]):
+        first, stop = weights.shape[1], 0
+        for j in range(weights.shape[1]):
+            if weights[i, j] != 0.0:
+                first, stop = min(first, j), j + 1
+        band[i, 0], band[i, 1] = first, max(first, stop)
+    return band
+
+
+@njit(cache=True, nogil=True)
+def _resample_2d(crop: np.ndarray, along_y: np.ndarray, along_x: np.ndarray) -> np.ndarray:
+    """along_y @ crop @ along_x.T (size x size float32) over the weights' bands only: a few taps
+    per output pixel instead of BLAS over mostly-zero matrices (multi-threaded BLAS also stalls
+    badly in busy loader workers), and the same sums in the same order on every CPU."""
+    band_y, band_x = _band(along_y), _band(along_x)
+    height = crop.shape[0]
+    along_rows = np.zeros((height, along_x.shape[0]), np.float32)  # h x size: x resampled
+    for c in range(along_x.shape[0]):
+        for r in range(height):
+            total = np.float32(0.0)
+            for j in range(band_x[c, 0], band_x[c, 1]):
+                total += along_x[c, j] * np.float32(crop[r, j])
+            along_rows[r, c] = total
+    out = np.zeros((along_y.shape[0], along_x.shape[0]), np.float32)
+    for i in range(along_y.shape[0]):
+        for r in range(band_y[i, 0], band_y[i, 1]):
+            weight = along_y[i, r]
+            for c in range(along_x.shape[0]):
+                out[i, c] += weight * along_rows[r, c]
+    return out
+
+
+def mask_alpha(crop: np.ndarray, rect, box: np.ndarray, size: int, flip: bool) -> np.ndarray:
+    """A real mask (its h x w uint8 crop at `rect` = x0, y0, x1, y1) cropped to `box` and resized:
+    size x size uint8, by the box profiles' operator (see the module docstring)."""
+    x0, y0, x1, y1 = rect
+    along_y = resample_weights(box[1], box[3] - box[1], size, y0, y1)  # size x h
+    along_x = resample_weights(box[0], box[2] - box[0], size, x0, x1)  # size x w
+    alpha = _resample_2d(np.ascontiguousarray(crop, np.uint8), along_y, along_x)
+    if flip:
+        alpha = alpha[:, ::-1]
+    return np.floor(np.clip(alpha, 0.0, 255.0) + 0.5).astype(np.uint8)
+
+
+@njit(cache=True, nogil=True)
+def area_table(crop: np.ndarray) -> np.ndarray:
+    """(h + 1) x (w + 1) int64 summed-area table of the crop's non-zero pixels."""
+    table = np.zeros((crop.shape[0] + 1, crop.shape[1] + 1), np.int64)
+    for r in range(crop.shape[0]):
+        running = 0
+        for c in range(crop.shape[1]):
+            running += crop[r, c] != 0
+            table[r + 1, c + 1] = table[r, c + 1] + running
+    return table
+
+
+@dataclass
+class RealMasks:
+    """The decoded real masks of an image's chosen regions: region index -> (crop, rect), and,
+    once a training crop asks, a summed-area table per crop (its visible share: four lookups)."""
+
+    crops: dict[int, tuple[np.ndarray, list[int]]]
+    tables: dict[int, np.ndarray] = field(default_factory=dict)  # built on first use
+
+    def visible(self, k: int, crop_box: np.ndarray) -> float:
+        """Share of region k's mask pixels whose centres lie inside crop_box."""
+        if k not in self.tables:
+            self.tables[k] = area_table(self.crops[k][0])
+        table = self.tables[k]
+        x0, y0 = self.crops[k][1][:2]
+        h, w = table.shape[0] - 1, table.shape[1] - 1
+        # pixel j is inside when crop_box[0] <= j + 0.5 < crop_box[2]
+        left = min(max(int(np.ceil(crop_box[0] - 0.5)) - x0, 0), w)
+        right = min(max(int(np.ceil(crop_box[2] - 0.5)) - x0, 0), w)
+        top = min(max(int(np.ceil(crop_box[1] - 0.5)) - y0, 0), h)
+        bottom = min(max(int(np.ceil(crop_box[3] - 0.5)) - y0, 0), h)
+        inside = table[bottom, right] - table[top, right] - table[bottom, left] + table[top, left]
+        return float(inside) / max(1, int(table[h, w]))
+
+
+NO_REAL_MASKS = RealMasks({})
 
 
 @njit(cache=True, nogil=True)
@@ -161,8 +280,21 @@ def choose_regions(regions: SampleRegions, count: int, options: LoaderOptions, r
     return np.array(chosen, np.int64)
 
 
-def random_crop(regions: SampleRegions, chosen: np.ndarray, options: LoaderOptions, rng: random.Random) -> np.ndarray:
-    """A crop (x0, y0, x1, y1) in which every chosen region keeps min_visible of its area."""
+def visible_shares(regions: SampleRegions, chosen: np.ndarray, crop: np.ndarray, real: RealMasks) -> np.ndarray:
+    """Share of each chosen region inside the crop: of its box's area, or of its mask's pixels."""
+    shares = visible_fractions(regions.boxes, chosen, crop)
+    for m, k in enumerate(chosen.tolist()):
+        if k in real.crops:
+            shares[m] = real.visible(k, crop)
+    return shares
+
+
+def random_crop(
+    regions: SampleRegions, chosen: np.ndarray, options: LoaderOptions, rng: random.Random,
+    real: RealMasks = NO_REAL_MASKS,
+) -> np.ndarray:
+    """A crop (x0, y0, x1, y1) in which every chosen region keeps min_visible of its area (of its
+    mask's pixels where it has a real mask)."""
     width, height = regions.width, regions.height
     area = width * height
     low, high = math.log(options.crop_ratio[0]), math.log(options.crop_ratio[1])
@@ -174,17 +306,18 @@ def random_crop(regions: SampleRegions, chosen: np.ndarray, options: LoaderOptio
             continue
         x0, y0 = rng.uniform(0, width - crop_w), rng.uniform(0, height - crop_h)
         crop = np.array([x0, y0, x0 + crop_w, y0 + crop_h])
-        if visible_fractions(regions.boxes, chosen, crop).min() >= options.min_visible:
+        if visible_shares(regions, chosen, crop, real).min() >= options.min_visible:
             return crop
     return np.array([0.0, 0.0, float(width), float(height)])
 
 
 def make_views(
     image, rows: np.ndarray, cols: np.ndarray, regions: SampleRegions, chosen: np.ndarray, size: int,
-    options: LoaderOptions, rng: random.Random | None,
+    options: LoaderOptions, rng: random.Random | None, real: RealMasks = NO_REAL_MASKS,
 ) -> ImageViews:
     """The views of the `chosen` regions (-1: a whole-image view; rows[m], cols[m] are view m's
-    profiles): cropped and flipped (training, with `rng`) or letterboxed (evaluation, rng None).
+    profiles; `real` holds the real masks of those that have one): cropped and flipped
+    (training, with `rng`) or letterboxed (evaluation, rng None).
 
     Boxes, profiles and crops are in stored pixels (the JSON's width x height); `image` may have
     been decoded at a reduced DCT scale, so only its own resize box is divided by that scale.
@@ -203,7 +336,7 @@ def make_views(
         picture = square.resize((size, size), Image.Resampling.BILINEAR)
         flip = False
     else:
-        box = random_crop(regions, chosen, options, rng)
+        box = random_crop(regions, chosen, options, rng, real)
         image_box = np.minimum(box / scale, image.size * 2)  # float error must not step outside
         picture = image.resize((size, size), Image.Resampling.BILINEAR, box=tuple(image_box.tolist()))
         flip = bool(options.flip and rng.random() < 0.5)
@@ -212,9 +345,13 @@ def make_views(
     indices = chosen.tolist()
     phrases = [regions.phrases[regions.cover if k < 0 else k] for k in indices]
     own_profile = np.where(chosen < 0, -1, np.arange(len(chosen)))
+    alphas = profile_alphas(rows, cols, own_profile, box, size, flip)
+    for m, k in enumerate(indices):
+        if k in real.crops:
+            alphas[m] = mask_alpha(*real.crops[k], box, size, flip)
     return ImageViews(
         image=np.asarray(picture),
-        alphas=profile_alphas(rows, cols, own_profile, box, size, flip),
+        alphas=alphas,
         phrases=[mirror_phrase(p) for p in phrases] if flip else phrases,
         region_ids=[-1 if k < 0 else regions.region_ids[k] for k in indices],
         image_id=regions.image_id,
@@ -231,14 +368,28 @@ def decode_views(sample: dict, count: int, size: int, options: LoaderOptions, rn
     from PIL import Image
 
     meta = json.loads(sample[keys.META])
-    if meta["mask"]["layout"] != keys.MASK_LAYOUT_SEPARABLE:
-        raise ValueError(f"unsupported mask layout {meta['mask']['layout']!r}")
+    layout = meta["mask"]["layout"]
+    if layout not in (keys.MASK_LAYOUT_SEPARABLE, keys.MASK_LAYOUT_RUNS):
+        raise ValueError(f"unsupported mask layout {layout!r}")
     regions = SampleRegions.of(meta, options.full_image_min_cover)
     chosen = choose_regions(regions, count, options, rng) if rng is not None else evaluation_regions(regions, count)
     # Only the chosen regions' profiles are unpacked (a whole-image view's slot is unused).
     rows, cols = masks.decode_profiles(sample[keys.MASK_PROFILES], meta["height"], np.maximum(chosen, 0).tolist())
     if rows.shape[1] != meta["height"] or cols.shape[1] != meta["width"]:
         raise ValueError("mask profiles do not match the image size in the JSON")
+    real = real_masks(sample, meta, chosen) if layout == keys.MASK_LAYOUT_RUNS else NO_REAL_MASKS
     image = Image.open(io.BytesIO(sample[keys.IMAGE]))
     image.draft("RGB", (size, size))  # a reduced DCT scale where that still covers `size`
-    return make_views(image.convert("RGB"), rows, cols, regions, chosen, size, options, rng)
+    return make_views(image.convert("RGB"), rows, cols, regions, chosen, size, options, rng, real)
+
+
+def real_masks(sample: dict, meta: dict, chosen: np.ndarray) -> RealMasks:
+    """The real masks of the chosen regions of a runs-v1 sample (only those are decoded)."""
+    mask = meta["mask"]
+    with_mask = [k for k in dict.fromkeys(chosen.tolist()) if k >= 0 and mask["mask_of"][k] >= 0]
+    if not with_mask:
+        return NO_REAL_MASKS
+    stored = sorted({mask["mask_of"][k] for k in with_mask})
+    rects = segmasks.rects_of(mask)
+    crops = dict(zip(stored, segmasks.decode_mask_crops(sample[segmasks.member_name(mask)], rects, mask["graded"], stored)))
+    return RealMasks({k: (crops[mask["mask_of"][k]], rects[mask["mask_of"][k]].tolist()) for k in with_mask})

@@ -141,14 +141,18 @@ def encode_png(pixels: np.ndarray, compress_level: int = 1, up_filter: bool = Tr
     return _png_bytes(filtered, width, height, bit_depth, compress_level)
 
 
-def _png_bytes(scanlines: np.ndarray, width: int, height: int, bit_depth: int, compress_level: int) -> bytes:
+def _png_bytes(
+    scanlines: np.ndarray, width: int, height: int, bit_depth: int, compress_level: int,
+    strategy: int = zlib.Z_DEFAULT_STRATEGY,
+) -> bytes:
     """Filtered scanlines (a filter byte, then the row's bytes) -> a grayscale PNG file."""
+    compressor = zlib.compressobj(compress_level, zlib.DEFLATED, 15, 9, strategy)
     header = struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0)
     return b"".join(
         (
             b"\x89PNG\r\n\x1a\n",
             _png_chunk(b"IHDR", header),
-            _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), compress_level)),
+            _png_chunk(b"IDAT", compressor.compress(scanlines.tobytes()) + compressor.flush()),
             _png_chunk(b"IEND", b""),
         )
     )
@@ -172,12 +176,12 @@ def decode_png(data: bytes, rows: Sequence[int] | None = None) -> np.ndarray:
     return pixels if rows is None else pixels[list(rows)]
 
 
-def _decode_simple_png(data: bytes, selected: Sequence[int] | None = None) -> np.ndarray | None:
+def png_parts(data: bytes) -> tuple[tuple[int, int, int, int, int], bytes] | None:
+    """((width, height, bit depth, colour type, interlace), the zlib stream of the IDAT chunks),
+    or None if `data` is not a PNG."""
     if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
         return None
     width, height, bit_depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
-    if colour_type != 0 or interlace != 0 or bit_depth not in (1, 8, 16):
-        return None
     compressed, offset = [], 8
     while offset + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[offset : offset + 8])
@@ -186,9 +190,20 @@ def _decode_simple_png(data: bytes, selected: Sequence[int] | None = None) -> np
         elif kind == b"IEND":
             break
         offset += 12 + length
+    stream = compressed[0] if len(compressed) == 1 else b"".join(compressed)
+    return (width, height, bit_depth, colour_type, interlace), stream
+
+
+def _decode_simple_png(data: bytes, selected: Sequence[int] | None = None) -> np.ndarray | None:
+    parts = png_parts(data)
+    if parts is None:
+        return None
+    (width, height, bit_depth, colour_type, interlace), stream = parts
+    if colour_type != 0 or interlace != 0 or bit_depth not in (1, 8, 16):
+        return None
     row_bytes = (width * bit_depth + 7) // 8
     try:
-        raw = np.frombuffer(zlib.decompress(b"".join(compressed)), np.uint8)
+        raw = np.frombuffer(zlib.decompress(stream), np.uint8)
     except zlib.error:
         return None
     if raw.size != height * (row_bytes + 1):

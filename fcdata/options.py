@@ -22,6 +22,8 @@ class ShardOptions:
     duplicate_iou: float = 0.7  # same phrase (ignoring case) and IoU above this: a duplicate
     max_phrase_chars: int = 200  # longer phrases are cut at a word boundary
     object_min_iou: float = 0.5  # attach the best-overlapping VG object only from this IoU on
+    coco_instances: tuple[str, ...] = ()  # COCO instances JSON files: real masks for COCO photos
+    coco_min_iou: float = 0.5  # a region takes the COCO instance whose box it overlaps best, from this IoU on
     val_fraction: float = 0.05  # share of images in the val split (by a hash of the image id)
     shard_samples: int = 2000  # images per shard (~70 MB at the defaults)
     skip_image_ids: tuple[int, ...] = reasons.KNOWN_CORRUPT_IMAGE_IDS  # never read these ids
@@ -40,6 +42,7 @@ class ShardOptions:
             (0.0 < self.duplicate_iou <= 1.0, "duplicate_iou must be in (0, 1]"),
             (self.max_phrase_chars >= 1, "max_phrase_chars must be >= 1"),
             (0.0 <= self.object_min_iou <= 1.0, "object_min_iou must be in [0, 1]"),
+            (0.0 < self.coco_min_iou <= 1.0, "coco_min_iou must be in (0, 1]"),
             (0.0 <= self.val_fraction < 1.0, "val_fraction must be in [0, 1)"),
             (self.shard_samples >= 1, "shard_samples must be >= 1"),
             (self.workers >= 0, "workers must be >= 0"),
@@ -54,6 +57,11 @@ class ShardOptions:
         for name in ("workers", "strict"):
             fields.pop(name)
         fields["skip_image_ids"] = sorted(fields["skip_image_ids"])
+        # Box-only jobs record no COCO fields, so outputs made before they existed still resume.
+        if self.coco_instances:
+            fields["coco_instances"] = list(self.coco_instances)
+        else:
+            del fields["coco_instances"], fields["coco_min_iou"]
         return fields
 
     def resolved_workers(self) -> int:
@@ -150,3 +158,28 @@ class LoaderOptions:
     @property
     def images_per_batch(self) -> int:
         return self.batch_size // self.regions_per_image
+
+
+@dataclass(frozen=True)
+class MaskOptions:
+    batch_images: int = 8  # images per image-encoder pass (does not change the output)
+    min_predicted_iou: float = 0.7  # below this predicted IoU the region keeps its box
+    max_outside_box: float = 0.1  # above this share of mask pixels outside the (grown) box: box
+    box_margin: float = 0.05  # the box is grown by this share of its width / height on each side
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.batch_images >= 1, "--batch-images must be >= 1"),
+            (0.0 <= self.min_predicted_iou <= 1.0, "--min-predicted-iou must be in [0, 1]"),
+            (0.0 <= self.max_outside_box <= 1.0, "--max-outside-box must be in [0, 1]"),
+            (self.box_margin >= 0.0, "--box-margin must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+    def output_affecting(self) -> dict:
+        fields = dataclasses.asdict(self)
+        del fields["batch_images"], fields["device"]
+        return fields

@@ -15,7 +15,7 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from fcdata import keys, masks, reasons
+from fcdata import keys, masks, reasons, segmasks
 from fcdata.errors import ReadError
 
 
@@ -26,6 +26,11 @@ class RegionSample:
     masks: np.ndarray  # K x H x W uint8, 0..255 (binary masks hold 0/255)
     phrases: list[str]  # K
     meta: dict  # the sample's JSON: image_id, sizes, regions (ids, boxes, objects), mask layout
+
+    @property
+    def mask_sources(self) -> list[str]:
+        """Per region where its mask came from (fcdata.segmasks.SOURCES); "box" for box layouts."""
+        return segmasks.region_sources(self.meta["mask"], len(self.meta["regions"]["region_id"]))
 
     @property
     def boxes(self) -> np.ndarray:
@@ -60,6 +65,10 @@ def decode_masks(
     if layout == keys.MASK_LAYOUT_SEPARABLE:
         rows, cols = masks.decode_profiles(sample[keys.MASK_PROFILES], meta["height"])
         return masks.profiles_to_masks(rows, cols, chosen)
+    if layout == keys.MASK_LAYOUT_RUNS:
+        rows, cols = masks.decode_profiles(sample[keys.MASK_PROFILES], meta["height"], chosen.tolist())
+        mask_meta = meta["mask"]
+        return segmasks.region_masks(sample[segmasks.member_name(mask_meta)], rows, cols, mask_meta, chosen.tolist())
     raise ValueError(f"unknown mask layout {layout!r}")
 
 

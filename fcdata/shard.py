@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fcdata import keys, masks, reasons, regions, vg
+from fcdata import coco, keys, masks, reasons, regions, segmasks, vg
 from fcdata.errors import CountingHandler, UserError, error_detail
 from fcdata.options import ShardOptions
 from fcdata.outputs import check_output_dir
@@ -134,6 +134,7 @@ class ShardTask:
     object_synsets: list[list[str]]  # [M]
     region_object: np.ndarray  # int64 [R]: the best-overlapping object's row in this task, or -1
     region_object_iou: np.ndarray  # float32 [R]
+    coco_images: list  # [n] coco.CocoImage of each image, None if not a COCO photo (or no --coco-instances)
 
 
 class _SortedByImage:
@@ -161,6 +162,7 @@ def _build_tasks(
     image_files: dict[int, Path],
     out_dir: Path,
     options: ShardOptions,
+    coco_by_image: dict[int, coco.CocoImage],
 ) -> Iterator[ShardTask]:
     images = annotations.images
     stated_by_id = dict(
@@ -209,6 +211,7 @@ def _build_tasks(
             object_synsets=objects.column("synsets").take(pa.array(object_rows)).to_pylist(),
             region_object=best_object,
             region_object_iou=best_iou,
+            coco_images=[coco_by_image.get(i) for i in ids.tolist()],
         )
 
 
@@ -284,11 +287,23 @@ def encode_jpeg(image, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def _mask_members(boxes: np.ndarray, width: int, height: int, options: ShardOptions) -> tuple[dict, dict]:
-    """Kept boxes -> (tar members, the "mask" entry of the JSON)."""
+def _mask_members(
+    boxes: np.ndarray, width: int, height: int, options: ShardOptions, coco_image, row: dict,
+) -> tuple[dict, dict]:
+    """Kept boxes (and the image's COCO instances, if any) -> (tar members, the "mask" entry of
+    the JSON). Box profiles always; real masks add layout runs-v1 (fcdata.segmasks)."""
     binary = options.mask == "binary"
     rows, cols = masks.box_profiles(boxes, height, width, 0.0 if binary else options.feather_px)
-    return {keys.MASK_PROFILES: masks.encode_profiles(rows, cols, binary)}, {"layout": keys.MASK_LAYOUT_SEPARABLE}
+    members = {keys.MASK_PROFILES: masks.encode_profiles(rows, cols, binary)}
+    if coco_image is None:
+        return members, {"layout": keys.MASK_LAYOUT_SEPARABLE}
+    counts: Counter[str] = Counter()
+    full, ann_ids = coco.region_masks(coco_image, boxes, width, height, options.coco_min_iou, counts)
+    row.update({f"coco_{name}": counts[name] for name in coco.COUNTS})
+    real, fields = segmasks.encode_masks(full, [segmasks.SOURCE_COCO] * len(full), ann_ids)
+    if not real:
+        return members, {"layout": keys.MASK_LAYOUT_SEPARABLE}
+    return {**members, **real}, {"layout": keys.MASK_LAYOUT_RUNS, **fields}
 
 
 @dataclass
@@ -361,7 +376,9 @@ def encode_sample(task: ShardTask, columns: RegionColumns, index: int, row: dict
 
     kept = np.flatnonzero(codes == regions.KEPT)
     kept_boxes = boxes[kept]
-    members, mask_meta = _mask_members(kept_boxes.astype(np.float32), width, height, options)
+    members, mask_meta = _mask_members(
+        kept_boxes.astype(np.float32), width, height, options, task.coco_images[index], row
+    )
     jpg = encode_jpeg(image, options.jpeg_quality)
     kept += first
     meta = {
@@ -452,6 +469,7 @@ MANIFEST_SCHEMA = pa.schema(
     ]
     + [(f"drop_{r}", pa.int32()) for r in reasons.REGION_DROP_CODES[1:]]
     + [(f"fix_{r}", pa.int32()) for r in reasons.REGION_FIXES]
+    + [(f"coco_{name}", pa.int32()) for name in coco.COUNTS]  # null without COCO instances
 )
 
 
@@ -719,7 +737,9 @@ def shard_vg(
         )
         image_ids = annotations.images.column("image_id").to_numpy()
         plan = plan_shards(image_ids, options)
-        config = dict(base_config, inputs=vg.input_fingerprint(annotations.files), plan=list(plan))
+        coco_files = {f"coco:{p}": Path(p) for p in options.coco_instances}
+        coco_by_image = _coco_by_image(annotations, options)
+        config = dict(base_config, inputs=vg.input_fingerprint({**annotations.files, **coco_files}), plan=list(plan))
         (out_dir / PARTS_DIR).mkdir(parents=True, exist_ok=True)
         _check_or_write_config(out_dir, config)
         _remove_temporaries(out_dir)
@@ -728,7 +748,7 @@ def shard_vg(
         if progress:
             progress.start(sum(len(plan[n]) for n in todo), len(plan), len(plan) - len(todo))
         image_files = vg.index_image_files(vg_root)
-        tasks = _build_tasks(annotations, plan, todo, image_files, out_dir, options)
+        tasks = _build_tasks(annotations, plan, todo, image_files, out_dir, options, coco_by_image)
         try:
             _run_tasks(tasks, pool, progress)
         except OSError as exc:
@@ -737,6 +757,36 @@ def shard_vg(
             raise
     summary = _summarise(out_dir, plan, annotations, options, time.perf_counter() - started)
     return ShardSummary(summary)
+
+
+def _mask_summary(columns: dict, ok: np.ndarray, options: ShardOptions) -> dict:
+    """Regions by the source of their mask, and what the COCO matching did."""
+    def total(column: str) -> int:
+        return int(sum(v or 0 for v, good in zip(columns[column], ok) if good))
+
+    kept = total("regions_kept")
+    coco_masks = total(f"coco_{coco.COUNT_MATCHED}")
+    summary = {"regions_by_source": {segmasks.SOURCE_BOX: kept - coco_masks, segmasks.SOURCE_COCO: coco_masks}}
+    if options.coco_instances:
+        summary["coco"] = {name: total(f"coco_{name}") for name in coco.COUNTS}
+        summary["coco"]["min_iou"] = options.coco_min_iou
+    return summary
+
+
+def _coco_by_image(annotations: vg.VgAnnotations, options: ShardOptions) -> dict[int, coco.CocoImage]:
+    """VG image id -> its COCO instances, for the images that are COCO photos."""
+    if not options.coco_instances:
+        return {}
+    images = annotations.images
+    pairs = [
+        (vg_id, coco_id)
+        for vg_id, coco_id in zip(images.column("image_id").to_pylist(), images.column("coco_id").to_pylist())
+        if coco_id is not None
+    ]
+    if not pairs:
+        raise UserError("--coco-instances: no image in image_data.json has a coco_id, so no COCO mask can apply")
+    by_coco = coco.load_instances([Path(p) for p in options.coco_instances], {c for _, c in pairs})
+    return {vg_id: by_coco[coco_id] for vg_id, coco_id in pairs if coco_id in by_coco}
 
 
 def _summarise(
@@ -787,6 +837,7 @@ def _summarise(
             tar_total=tar_bytes,
             mask_fraction=round(data_bytes["mask_bytes"] / max(1, tar_bytes), 4),
         ),
+        "masks": _mask_summary(columns, ok, options),
         "options": options.output_affecting(),
         "last_run_seconds": round(seconds, 2),
     }

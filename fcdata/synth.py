@@ -196,7 +196,8 @@ REGION_FIELDS = ("phrase", "x", "y", "width", "height")  # after the id keys, in
 ORPHAN_REGIONS = 3  # regions in the record whose image id is not in image_data.json
 
 # Streams of SeedSequence([seed, stream, ...]): independent draws that never collide.
-_PLAN_STREAM, _IMAGE_STREAM = 0, 1
+_PLAN_STREAM, _IMAGE_STREAM, _COCO_STREAM = 0, 1, 2
+COCO_ID_BASE = 100_000  # coco_id = base + image id: unique, as VG's are
 
 Box = tuple[int, int, int, int]  # x, y, width, height in 0-based pixels
 
@@ -212,6 +213,7 @@ class SynthReport:
     big_region_ids: list[int] = field(default_factory=list)
     expected_images_kept: int = 0  # images the sharder writes under its defaults
     expected_regions_kept: int = 0  # regions of those images that survive its filters
+    coco_images: int = 0  # images described in coco_instances.json (their objects' true masks)
 
     def to_json(self) -> str:
         fields = dataclasses.asdict(self)
@@ -262,6 +264,7 @@ class RenderedImage:
     objects: tuple[SceneObject, ...]
     regions: tuple[SceneRegion, ...]  # the object regions first, in object order
     relations: tuple[SceneRelation, ...]
+    coco: dict | None = None  # COCO "image" record plus its "annotations" (no ids), if a COCO photo
 
 
 @dataclass(frozen=True)
@@ -286,16 +289,24 @@ def _render_task(task: _ImageTask) -> RenderedImage:
     """Draw one image's scene and annotations, and write its file (or, for `missing`, none)."""
     rng = np.random.default_rng([task.options.seed, _IMAGE_STREAM, task.image_id])
     width, height = _image_size(rng, task.options.long_side_px)
-    pixels, objects = _render_scene(rng, width, height)
+    object_masks: list[np.ndarray] = []
+    pixels, objects = _render_scene(rng, width, height, object_masks)
+    coco_id = None
+    if rng.random() < 0.5:
+        # The id derives from the image id, since random ids collide and two VG images must never
+        # name one COCO photo; the old random id is still drawn so that every later draw stays.
+        rng.integers(1, 600_000)
+        coco_id = COCO_ID_BASE + task.image_id
     rendered = RenderedImage(
         image_id=task.image_id,
         width=width,
         height=height,
-        coco_id=int(rng.integers(1, 600_000)) if rng.random() < 0.5 else None,
+        coco_id=coco_id,
         flickr_id=int(rng.integers(10**8, 10**10)) if rng.random() < 0.8 else None,
         objects=objects,
         regions=_scene_regions(rng, objects, width, height, task.options.regions_per_image),
         relations=_scene_relations(rng, objects),
+        coco=None if coco_id is None else _coco_record(task, coco_id, width, height, object_masks),
     )
     # Drawn last, so that a file quirk changes the file and nothing else.
     quality = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
@@ -308,6 +319,17 @@ def _render_task(task: _ImageTask) -> RenderedImage:
     return rendered
 
 
+def _coco_record(task: _ImageTask, coco_id: int, width: int, height: int, object_masks: list[np.ndarray]) -> dict:
+    from fcdata import synth_coco
+
+    rng = np.random.default_rng([task.options.seed, _COCO_STREAM, task.image_id])
+    coco_width, coco_height, scale = synth_coco.coco_size(rng, width, height)
+    return {
+        "image": {"id": coco_id, "width": coco_width, "height": coco_height, "file_name": f"{coco_id:012d}.jpg"},
+        "annotations": synth_coco.instance_records(rng, object_masks, coco_width, coco_height, scale),
+    }
+
+
 def _image_size(rng: np.random.Generator, long_side_px: tuple[int, int]) -> tuple[int, int]:
     long_side = int(rng.integers(long_side_px[0], long_side_px[1] + 1))
     ratio_w, ratio_h = ASPECT_RATIOS[rng.integers(len(ASPECT_RATIOS))]
@@ -317,9 +339,10 @@ def _image_size(rng: np.random.Generator, long_side_px: tuple[int, int]) -> tupl
 
 
 def _render_scene(
-    rng: np.random.Generator, width: int, height: int
+    rng: np.random.Generator, width: int, height: int, object_masks: list[np.ndarray]
 ) -> tuple[np.ndarray, tuple[SceneObject, ...]]:
-    """Photo-like background, then 3-6 distinct objects, one per grid cell, then sensor noise."""
+    """Photo-like background, then 3-6 distinct objects, one per grid cell, then sensor noise.
+    Each object's true mask (H x W bool) is appended to `object_masks`."""
     canvas = _background(rng, width, height)  # (H, W, 3) int16
     colours, shapes = list(COLOURS), list(SHAPES)
     count = int(rng.integers(OBJECTS_PER_IMAGE[0], OBJECTS_PER_IMAGE[1] + 1))
@@ -331,7 +354,7 @@ def _render_scene(
         colour, shape = colours[kind // len(shapes)], shapes[kind % len(shapes)]
         cell_x, cell_y = (cell % cols) * width // cols, (cell // cols) * height // rows
         cell_box = (cell_x, cell_y, width // cols, height // rows)
-        objects.append(_paint_object(rng, canvas, colour, shape, cell_box))
+        objects.append(_paint_object(rng, canvas, colour, shape, cell_box, object_masks))
     # Sensor noise from raw bytes: triangular in +-7 per channel, 2.5x cheaper than rng.integers.
     noise = np.frombuffer(rng.bytes(canvas.size), np.uint8).reshape(canvas.shape)
     low_bits = (1 << SENSOR_NOISE_BITS) - 1
@@ -369,9 +392,11 @@ def _upsample(field_: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def _paint_object(
-    rng: np.random.Generator, canvas: np.ndarray, colour: str, shape: str, cell: Box
+    rng: np.random.Generator, canvas: np.ndarray, colour: str, shape: str, cell: Box,
+    object_masks: list[np.ndarray],
 ) -> SceneObject:
-    """Paint one shaded, textured shape inside `cell` and return it with its tight box."""
+    """Paint one shaded, textured shape inside `cell` and return it with its tight box; its mask
+    goes to `object_masks`."""
     height, width = canvas.shape[:2]
     short_side = min(width, height)
     cell_x, cell_y, cell_w, cell_h = cell
@@ -407,6 +432,9 @@ def _paint_object(
 
     region = canvas[frame_y:frame_y + frame, frame_x:frame_x + frame]  # a view: painted in place
     region[mask] = np.clip(pixels[mask], 0, 255).astype(np.int16)
+    full_mask = np.zeros((height, width), bool)
+    full_mask[frame_y:frame_y + frame, frame_x:frame_x + frame] = mask
+    object_masks.append(full_mask)
 
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     box = (
@@ -650,8 +678,14 @@ def generate_vg(
     ]
     report = SynthReport(options=options)
     counts: Counter[str] = Counter()
+    coco_images: list[dict] = []
+    coco_annotations: list[dict] = []
     with _AnnotationWriter(out_dir, options.version) as writer:
         for rendered in _render_all(tasks, options.workers):
+            if rendered.coco is not None and plan.get(rendered.image_id) not in IMAGE_SKIPS:
+                coco_images.append(rendered.coco["image"])
+                for record in rendered.coco["annotations"]:
+                    coco_annotations.append(dict(id=len(coco_annotations) + 1, image_id=rendered.coco["image"]["id"], category_id=1, **record))
             quirk = plan.get(rendered.image_id)
             regions, region_counts = _inject_region_quirk(rendered, quirk, writer)
             image_counts = _image_quirk_counts(quirk)
@@ -673,6 +707,11 @@ def generate_vg(
             report.regions_written += orphan_regions
             report.big_region_ids = list(BIG_REGION_IDS)
 
+    from fcdata.synth_coco import INSTANCES_FILE
+
+    instances = {"images": coco_images, "annotations": coco_annotations, "categories": [{"id": 1, "name": "shape"}]}
+    _write_atomic(out_dir / INSTANCES_FILE, json.dumps(instances).encode())
+    report.coco_images = len(coco_images)
     order = IMAGE_SKIPS + IMAGE_FIXES + REGION_DROPS + REGION_FIXES
     report.quirks = {reason: counts[reason] for reason in order if counts[reason]}
     _write_atomic(out_dir / REPORT_FILE, report.to_json().encode())

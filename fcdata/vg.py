@@ -14,7 +14,8 @@ has had: an image's id `image_id` or `id`; a region's image `image_id` or `image
 names `names` (a list), `name` (one) or `object_names`, and `synsets`, which may be absent. Image
 URLs are never used (v1.0's point at an old path): images are looked up in IMAGE_FOLDERS. Every
 variant maps to one schema:
-- images:  image_id int64, stated_width int32, stated_height int32 (0 = not stated)
+- images:  image_id int64, stated_width int32, stated_height int32 (0 = not stated), coco_id int64
+           (null unless the image is a COCO photo)
 - regions: image_id int64, region_id int64, phrase string (normalised: see
            fcdata.regions.normalise_phrases), x, y, w, h float64, phrase_key int64,
            whitespace_fixed bool, long_fixed bool
@@ -51,7 +52,8 @@ _PARALLEL_MIN_BYTES = 32 << 20
 _CHUNK_BYTES = 32 << 20
 
 IMAGES_SCHEMA = pa.schema(
-    [("image_id", pa.int64()), ("stated_width", pa.int32()), ("stated_height", pa.int32())]
+    [("image_id", pa.int64()), ("stated_width", pa.int32()), ("stated_height", pa.int32()),
+     ("coco_id", pa.int64())]  # null for images that are not COCO photos
 )
 REGIONS_SCHEMA = pa.schema(
     [
@@ -278,7 +280,7 @@ _OBJECT_RAW = pa.struct(
        ("synsets", pa.list_(pa.string()))]
 )
 _RAW_SCHEMAS = {
-    "images": pa.schema([(name, pa.int64()) for name in ("image_id", "id", "width", "height")]),
+    "images": pa.schema([(name, pa.int64()) for name in ("image_id", "id", "width", "height", "coco_id")]),
     "regions": pa.schema([("id", pa.int64()), ("image_id", pa.int64()), ("regions", pa.list_(_REGION_RAW))]),
     "objects": pa.schema([("image_id", pa.int64()), ("id", pa.int64()), ("objects", pa.list_(_OBJECT_RAW))]),
 }
@@ -301,7 +303,7 @@ def _number(value) -> float:
 
 
 def _image_rows(records: list) -> tuple[pa.RecordBatch, Counter]:
-    ids, widths, heights = [], [], []
+    ids, widths, heights, coco_ids = [], [], [], []
     for record in records:
         if not isinstance(record, dict):
             continue
@@ -312,8 +314,11 @@ def _image_rows(records: list) -> tuple[pa.RecordBatch, Counter]:
         ids.append(image_id)
         widths.append(width if isinstance(width, int) and width > 0 else 0)
         heights.append(height if isinstance(height, int) and height > 0 else 0)
+        coco_id = record.get("coco_id")
+        coco_ids.append(coco_id if isinstance(coco_id, int) and not isinstance(coco_id, bool) else None)
     return pa.RecordBatch.from_arrays(
-        [pa.array(ids, pa.int64()), pa.array(widths, pa.int32()), pa.array(heights, pa.int32())],
+        [pa.array(ids, pa.int64()), pa.array(widths, pa.int32()), pa.array(heights, pa.int32()),
+         pa.array(coco_ids, pa.int64())],
         schema=IMAGES_SCHEMA,
     ), Counter()
 
@@ -326,7 +331,8 @@ def _image_columns(table: pa.Table) -> tuple[pa.RecordBatch, Counter]:
         value = table.column(name).combine_chunks()
         stated = pc.and_kleene(value.is_valid(), pc.greater(value, 0))
         sizes.append(pc.if_else(pc.fill_null(stated, False), value, 0).filter(ids.is_valid()).cast(pa.int32()))
-    return pa.RecordBatch.from_arrays([ids.drop_null()] + sizes, schema=IMAGES_SCHEMA), Counter()
+    coco_ids = table.column("coco_id").combine_chunks().filter(ids.is_valid())
+    return pa.RecordBatch.from_arrays([ids.drop_null()] + sizes + [coco_ids], schema=IMAGES_SCHEMA), Counter()
 
 
 def _region_rows(records: list) -> tuple[pa.RecordBatch, Counter]:

@@ -9,6 +9,13 @@
     mask[120:300, 40:200] = 255                             # the region to look at (graded allowed)
     scores = model.score(image, mask, ["a red car", "a man on a bicycle"])   # 1 x 2
 
+A region can also be given as a click or a box and turned into a mask by SAM (`fcdata.sam`, a
+local SamModel / Sam2Model folder), the Object-Guided way of pointing:
+
+    masker = SamMasker.load("models/sam-vit-base")
+    alpha = sam_alpha(masker, image, point=(150, 210))   # H x W uint8, SAM's mask of the click
+    scores = model.score(image, alpha, ["a red car", "a man on a bicycle"])
+
 Images and masks are always preprocessed together, one geometry for both. `preprocess`:
 
     "letterbox"    zero-pad to square, resize (bilinear): as in evaluation and Alpha-CLIP's
@@ -155,6 +162,18 @@ class FocusClip:
         square, masks = PREPROCESS[self.preprocess](image, mask[None], self.image_size)
         # Copies: PIL-backed arrays are read-only, which torch.from_numpy warns about.
         return torch.tensor(square).permute(2, 0, 1), torch.tensor(masks), bool(mask.any() and not masks.any())
+
+
+def sam_alpha(masker, image: np.ndarray, point: Sequence[float] | None = None, box: Sequence[float] | None = None) -> np.ndarray:
+    """SAM's mask for one click (x, y) or box (x0, y0, x1, y1) in `image`'s pixels, as the H x W
+    uint8 alpha encode_image takes: the best of SAM's candidates by predicted IoU."""
+    if (point is None) == (box is None):
+        raise ValueError("give a point or a box")
+    if point is not None:
+        [prediction] = masker.predict([image], points=[np.asarray([point], np.float64)])
+    else:
+        [prediction] = masker.predict([image], boxes=[np.asarray([box], np.float64)])
+    return prediction.masks[0].astype(np.uint8) * np.uint8(255)
 
 
 def _alpha_uint8(alpha: np.ndarray) -> np.ndarray:

@@ -245,7 +245,7 @@ class DemoOptions:
 
 
 # The rows of `fc eval`: the fine-tuned model, CLIP itself, and training-free prompts (fctrain.prompts).
-EVAL_METHODS = ("focus", "untrained", "whole_image", "crop", "blur", "grayscale", "red_outline", "attention_bias")
+EVAL_METHODS = ("focus", "focus_mask", "untrained", "whole_image", "crop", "blur", "grayscale", "red_outline", "attention_bias")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Callable
 from fcdata.options import ShardOptions, SynthOptions
 from fcdata.shard import ShardProgress, ShardSummary, shard_vg
 from fcdata.synth import SynthReport, generate_vg
+from fcdata.synth_coco import INSTANCES_FILE
 from fctrain.config import DemoOptions, EvalOptions, TrainConfig, load_config
 from fctrain.evaluation.regions import EvalReport, evaluate
 from fctrain.train import TrainProgress, TrainResult, train
@@ -50,7 +51,12 @@ def run_demo(
 ) -> DemoResult:
     vg_root, shard_dir = options.out_dir / "vg", options.out_dir / "shards"
     synth = generate_vg(vg_root, SynthOptions(num_images=options.images, seed=options.seed, quirks=True, workers=options.workers), synth_progress)
-    shards = shard_vg(vg_root, shard_dir, ShardOptions(shard_samples=64, val_fraction=0.1, workers=options.workers), shard_progress)
+    # The synthetic COCO file gives the object regions of half the images their true shapes.
+    shard_options = ShardOptions(
+        shard_samples=64, val_fraction=0.1, workers=options.workers,
+        coco_instances=(str(vg_root / INSTANCES_FILE),),
+    )
+    shards = shard_vg(vg_root, shard_dir, shard_options, shard_progress)
     config = demo_train_config(options, shard_dir)
     training = train(config, train_progress, overwrite=True)  # OUT/run is the demo's own: run again, it starts over
     from fctrain.checkpoint import load_trained

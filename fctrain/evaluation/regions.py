@@ -13,7 +13,9 @@ Candidates: for each validation image, its first `max_regions` regions with dist
 Ties (whole-image embeddings are identical for all regions of an image) count as a random pick
 among the tied candidates, so chance-level methods score chance, not 0 or 1.
 
-Methods: focus (the fine-tuned model, alpha = the region's mask), untrained (base weights and a
+Methods: focus (the fine-tuned model, alpha = the region's box), focus_mask (the same model and
+candidates, alpha = the region's real mask where the shard has one (COCO or SAM, layout runs-v1),
+its box elsewhere: Alpha-CLIP's "rectangular box vs mask" comparison), untrained (base weights and a
 zero alpha conv: CLIP itself), and the prompts of fctrain.prompts on the base weights.
 """
 
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 
 from fcdata import guard, keys, masks
 from fcdata.errors import CountingHandler
-from fcdata.augment import SampleRegions, evaluation_regions, make_views
+from fcdata.augment import NO_REAL_MASKS, SampleRegions, evaluation_regions, make_views, real_masks
 from fcdata.loader import phrase_key, resolve_shards
 from fcdata.options import LoaderOptions
 from fcdata.transforms import letterbox, normalize_alphas, normalize_images
@@ -44,7 +46,8 @@ from fctrain.model import RGBAClip
 from fctrain.prompts import attention_bias_features, patch_bias, visual_prompt
 
 METHOD_TITLES = {  # short: the table must fit an 80-column terminal
-    "focus": "Focus-CLIP (alpha)",
+    "focus": "Focus-CLIP (box)",
+    "focus_mask": "Focus-CLIP (mask)",
     "untrained": "untrained (=CLIP)",
     "whole_image": "CLIP whole image",
     "crop": "CLIP crop",
@@ -65,6 +68,7 @@ class EvalImage:
     model_boxes: np.ndarray  # K x 4 float, in the letterboxed S x S view
     phrases: list[str]
     objects: list[str]  # the VG object name of each region, "" if none
+    mask_alphas: np.ndarray | None = None  # K x S x S uint8: real masks where the shard has them, else the box
 
 
 @dataclass
@@ -72,6 +76,7 @@ class EvalReport:
     images: int
     regions: int
     results: dict[str, dict[str, float]]  # method -> metric -> value
+    regions_with_mask: int = 0  # candidates whose focus_mask alpha is a real mask, not their box
     examples: list[dict] = field(default_factory=list)  # box selections of the focus method, for pictures
     skipped: dict[str, int] = field(default_factory=dict)  # unreadable shards and samples, by reason
     example_images: dict[int, EvalImage] = field(default_factory=dict, repr=False)  # their images; not in JSON
@@ -106,6 +111,8 @@ def _eval_image(sample: dict, size: int, options: EvalOptions, view_options: Loa
         raise ValueError("no region to evaluate")
     rows, cols = masks.decode_profiles(sample[keys.MASK_PROFILES], meta["height"], chosen.tolist())
     views = make_views(stored, rows, cols, regions, chosen, size, view_options, None)
+    real = real_masks(sample, meta, chosen) if meta["mask"]["layout"] == keys.MASK_LAYOUT_RUNS else NO_REAL_MASKS
+    mask_alphas = make_views(stored, rows, cols, regions, chosen, size, view_options, None, real).alphas if real.crops else views.alphas
     boxes = regions.boxes[chosen]
     side = max(regions.width, regions.height)
     shift = np.array([(side - regions.width) // 2, (side - regions.height) // 2] * 2, np.float64)
@@ -114,6 +121,7 @@ def _eval_image(sample: dict, size: int, options: EvalOptions, view_options: Loa
         image_id=meta["image_id"], stored=stored, letterboxed=views.image, alphas=views.alphas,
         boxes=boxes, model_boxes=(boxes + shift) * size / side, phrases=views.phrases,
         objects=[(names[k][0].lower() if names[k] else "") for k in chosen],
+        mask_alphas=mask_alphas,
     )
 
 
@@ -131,9 +139,10 @@ def region_features(method: str, model: RGBAClip, images: list[EvalImage], optio
     """R x D normalised features of every candidate region under `method` (R = all regions)."""
     size = images[0].letterboxed.shape[0]
     ones = np.full((size, size), 255, np.uint8)
-    if method == "focus":
+    if method in ("focus", "focus_mask"):
         pictures = [image.letterboxed for image in images for _ in image.phrases]
-        return _encode(model, pictures, [a for image in images for a in image.alphas], options.batch_size, device)
+        alphas = [a for image in images for a in (image.mask_alphas if method == "focus_mask" else image.alphas)]
+        return _encode(model, pictures, alphas, options.batch_size, device)
     with base_weights(model):
         if method == "untrained":
             pictures = [image.letterboxed for image in images for _ in image.phrases]
@@ -259,7 +268,9 @@ def evaluate(model: RGBAClip, tokenizer, options: EvalOptions, device: torch.dev
             if method == "focus":
                 examples = picks[: options.examples]
     by_id = {image.image_id: image for image in images}
+    with_mask = sum(int((i.mask_alphas is not i.alphas) and (i.mask_alphas != i.alphas).any(axis=(1, 2)).sum()) for i in images)
     return EvalReport(
-        images=len(images), regions=len(phrases), results=results, examples=examples, skipped=dict(sorted(handler.counts.items())),
+        images=len(images), regions=len(phrases), results=results, regions_with_mask=with_mask, examples=examples,
+        skipped=dict(sorted(handler.counts.items())),
         example_images={e["image_id"]: by_id[e["image_id"]] for e in examples},
     )

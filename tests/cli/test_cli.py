@@ -17,7 +17,7 @@ def test_help_lists_the_commands():
     """`fc --help` works and names every command."""
     result = fc("--help")
     assert result.returncode == 0
-    for command in ("demo", "synth", "shard", "train", "eval", "export", "show", "convert", "bench"):
+    for command in ("demo", "synth", "shard", "masks", "train", "eval", "export", "show", "convert", "bench"):
         assert command in result.stdout
 
 
@@ -28,6 +28,9 @@ def test_help_lists_the_commands():
         (["shard", "--vg-root", ".", "--out", "OUT"], "image_data.json not found"),
         (["shard", "--vg-root", ".", "--out", "OUT", "--mask", "fuzzy"], "mask must be"),
         (["synth", "--out", "OUT", "--images", "0"], "images"),
+        (["masks", "--shards", "/nonexistent", "--out", "OUT", "--sam-model", "."], "not a folder of shards"),
+        (["masks", "--shards", ".", "--out", "OUT", "--sam-model", "."], "no *.tar shards"),
+        (["masks", "--shards", ".", "--out", "OUT", "--sam-model", ".", "--batch-images", "0"], "batch-images"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(tmp_path, args, message):

@@ -62,7 +62,7 @@ def test_layout_and_atomic_writes(tmp_path):
     """VG's files and both image folders exist, no temporary file is left, ids are 1..N."""
     root, report = make(tmp_path, num_images=6)
     names = {p.name for p in root.iterdir()}
-    assert set(synth.ANNOTATION_FILES) | {"VG_100K", "VG_100K_2", synth.REPORT_FILE} == names
+    assert set(synth.ANNOTATION_FILES) | {"VG_100K", "VG_100K_2", synth.REPORT_FILE, "coco_instances.json"} == names
     assert not list(root.rglob("*.tmp"))
     assert [r["image_id"] for r in load(root, "image_data.json")] == [1, 2, 3, 4, 5, 6]
     assert sorted(p.name for p in (root / "VG_100K").iterdir()) == ["1.jpg", "3.jpg", "5.jpg"]

@@ -86,7 +86,7 @@ def test_v10_and_v12_field_names_give_the_same_tables(tmp_path):
         [{"id": 5, "objects": [{"id": 9, "x": 1, "y": 2, "w": 3, "h": 4, "name": "cat"}]}],
     )
     a, b = vg.load_vg(v12), vg.load_vg(v10)
-    assert a.images.to_pylist() == b.images.to_pylist() == [{"image_id": 5, "stated_width": 800, "stated_height": 600}]
+    assert a.images.to_pylist() == b.images.to_pylist() == [{"image_id": 5, "stated_width": 800, "stated_height": 600, "coco_id": None}]
     assert a.regions.to_pylist() == b.regions.to_pylist()
     assert a.regions.column("region_id").to_pylist() == [big_id]
     assert a.objects.column("names").to_pylist() == b.objects.column("names").to_pylist() == [["cat"]]
