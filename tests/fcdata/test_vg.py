@@ -316,20 +316,21 @@ def test_phrase_keys_do_not_depend_on_the_chunking(tmp_path, monkeypatch):
 
 
 def test_fast_and_python_image_paths_agree(tmp_path):
-    """image_id or id, sizes missing, null, zero or negative (0 = not stated), records without an id."""
+    """image_id or id, sizes missing, null, zero or negative (0 = not stated), records without an
+    id, coco_id given, null or absent."""
     records = [
-        {"image_id": 1, "width": 800, "height": 600, "url": "u"},
+        {"image_id": 1, "width": 800, "height": 600, "url": "u", "coco_id": 57870},
         {"id": 2, "width": 0, "height": -3},
         {"image_id": None, "id": 3, "width": None},
-        {"width": 5, "height": 5},
+        {"width": 5, "height": 5, "coco_id": 9},
         {"image_id": 4, "coco_id": None, "flickr_id": 12},
     ]
     (fast, _), (slow, _) = decode_both(tmp_path, records, "images")
     assert fast.to_pylist() == slow.to_pylist() == [
-        {"image_id": 1, "stated_width": 800, "stated_height": 600},
-        {"image_id": 2, "stated_width": 0, "stated_height": 0},
-        {"image_id": 3, "stated_width": 0, "stated_height": 0},
-        {"image_id": 4, "stated_width": 0, "stated_height": 0},
+        {"image_id": 1, "stated_width": 800, "stated_height": 600, "coco_id": 57870},
+        {"image_id": 2, "stated_width": 0, "stated_height": 0, "coco_id": None},
+        {"image_id": 3, "stated_width": 0, "stated_height": 0, "coco_id": None},
+        {"image_id": 4, "stated_width": 0, "stated_height": 0, "coco_id": None},
     ]
 
 
