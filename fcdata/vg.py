@@ -21,6 +21,15 @@ variant maps to one schema:
            whitespace_fixed bool, long_fixed bool
 - objects: image_id int64, object_id int64, x, y, w, h float64, names list<string>,
            synsets list<string>
+- relations: image_id int64, relationship_id int64, predicate string (lower case, whitespace
+           collapsed), subject_id int64 (-1 = not stated), subject_name string, subject x, y,
+           w, h float64, the same five for the object, then phrase, phrase_key,
+           whitespace_fixed, long_fixed as for regions
+
+A relationship's id is `relationship_id` or `id`; its subject and object carry an object's fields
+(`object_id` or `id`, `x`, `y`, `w`, `h`) and a name as `name` or `names` (the first is used). Its
+phrase is "subject predicate object" ("man riding horse"), normalised like region phrases;
+empty where any of the three is missing, so the sharder drops it as `empty_phrase`.
 """
 
 from __future__ import annotations
@@ -69,6 +78,26 @@ REGIONS_SCHEMA = pa.schema(
         ("long_fixed", pa.bool_()),
     ]
 )
+_RELATION_BOX_FIELDS = [(f"{role}_{k}", pa.float64()) for role in ("subject", "object") for k in "xywh"]
+RELATIONS_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.int64()),
+        ("relationship_id", pa.int64()),
+        ("predicate", pa.string()),
+        ("subject_id", pa.int64()),
+        ("subject_name", pa.string()),
+        ("object_id", pa.int64()),
+        ("object_name", pa.string()),
+    ]
+    + _RELATION_BOX_FIELDS
+    + [
+        ("phrase", pa.string()),
+        ("phrase_key", pa.int64()),
+        ("whitespace_fixed", pa.bool_()),
+        ("long_fixed", pa.bool_()),
+    ]
+)
+_RELATION_RAW_COLUMNS = 15  # the columns before the phrase: what both decoding paths produce
 OBJECTS_SCHEMA = pa.schema(
     [
         ("image_id", pa.int64()),
@@ -88,7 +117,9 @@ class VgAnnotations:
     images: pa.Table  # IMAGES_SCHEMA, one row per listed image, in file order
     regions: pa.Table  # REGIONS_SCHEMA, only regions of listed images, in file order
     objects: pa.Table | None  # OBJECTS_SCHEMA, or None where objects.json is absent
+    relations: pa.Table | None = None  # RELATIONS_SCHEMA, or None where relationships.json is absent or not read
     region_drops: Counter[str] = field(default_factory=Counter)  # parse-time drops by reason
+    relation_drops: Counter[str] = field(default_factory=Counter)  # the same for relationships
     files: dict[str, Path] = field(default_factory=dict)  # annotation name -> file read
 
 
@@ -279,10 +310,22 @@ _OBJECT_RAW = pa.struct(
     + [("names", pa.list_(pa.string())), ("name", pa.string()), ("object_names", pa.list_(pa.string())),
        ("synsets", pa.list_(pa.string()))]
 )
+_RELATION_END_RAW = pa.struct(
+    [("object_id", pa.int64()), ("id", pa.int64())]
+    + [(name, pa.float64()) for name in ("x", "y", "w", "h")]
+    + [("name", pa.string()), ("names", pa.list_(pa.string()))]
+)
+_RELATION_RAW = pa.struct(
+    [("relationship_id", pa.int64()), ("id", pa.int64()), ("predicate", pa.string()),
+     ("subject", _RELATION_END_RAW), ("object", _RELATION_END_RAW)]
+)
 _RAW_SCHEMAS = {
     "images": pa.schema([(name, pa.int64()) for name in ("image_id", "id", "width", "height", "coco_id")]),
     "regions": pa.schema([("id", pa.int64()), ("image_id", pa.int64()), ("regions", pa.list_(_REGION_RAW))]),
     "objects": pa.schema([("image_id", pa.int64()), ("id", pa.int64()), ("objects", pa.list_(_OBJECT_RAW))]),
+    "relations": pa.schema(
+        [("image_id", pa.int64()), ("id", pa.int64()), ("relationships", pa.list_(_RELATION_RAW))]
+    ),
 }
 
 
@@ -449,6 +492,107 @@ def _object_columns(table: pa.Table) -> tuple[pa.RecordBatch, Counter]:
     return pa.RecordBatch.from_arrays(columns, schema=OBJECTS_SCHEMA), Counter()
 
 
+def _relation_end(end) -> tuple:
+    """A relationship's subject or object -> (object id or -1, first name or None, x, y, w, h);
+    raises where a box field is missing or not a number."""
+    object_id = _first(end, "object_id", "id")
+    name = _first(end, "name", "names")
+    if isinstance(name, list):
+        name = next((n for n in name if isinstance(n, str)), None)
+    return (
+        object_id if isinstance(object_id, int) and not isinstance(object_id, bool) else -1,
+        name if isinstance(name, str) else None,
+    ) + tuple(_number(end[k]) for k in ("x", "y", "w", "h"))
+
+
+def _relation_rows(records: list) -> tuple[pa.RecordBatch, Counter]:
+    """Python path: records -> the first _RELATION_RAW_COLUMNS of RELATIONS_SCHEMA, drops."""
+    columns: list[list] = [[] for _ in range(_RELATION_RAW_COLUMNS)]
+    drops: Counter[str] = Counter()
+    for record in records:
+        if not isinstance(record, dict) or not isinstance(record.get("relationships"), list):
+            continue
+        image_id = _first(record, "image_id", "id")
+        if not isinstance(image_id, int) or isinstance(image_id, bool):
+            continue
+        for relation in record["relationships"]:
+            try:
+                relationship_id = _first(relation, "relationship_id", "id")
+                if not isinstance(relationship_id, int) or isinstance(relationship_id, bool):
+                    raise TypeError("no relationship id")
+                predicate = relation.get("predicate")
+                subject, obj = _relation_end(relation["subject"]), _relation_end(relation["object"])
+            except (KeyError, TypeError, ValueError, AttributeError):
+                drops[reasons.DROP_BAD_RECORD] += 1
+                continue
+            values = (
+                image_id, relationship_id, predicate if isinstance(predicate, str) else None,
+                subject[0], subject[1], obj[0], obj[1],
+            ) + subject[2:] + obj[2:]
+            for column, value in zip(columns, values):
+                column.append(value)
+    return pa.RecordBatch.from_arrays(
+        [pa.array(c, type=f.type) for c, f in zip(columns, RELATIONS_SCHEMA)],
+        names=RELATIONS_SCHEMA.names[:_RELATION_RAW_COLUMNS],
+    ), drops
+
+
+def _first_strings(lists: pa.ListArray) -> pa.Array:
+    """The first entry of each list, null where the list is null or empty."""
+    offsets = lists.offsets.to_numpy()
+    present = (offsets[1:] > offsets[:-1]) & lists.is_valid().to_numpy(zero_copy_only=False)
+    first = lists.values.take(pa.array(np.where(present, offsets[:-1], 0))) if len(lists.values) else pa.nulls(len(lists), pa.string())
+    return pc.if_else(pa.array(present), first, pa.nulls(len(lists), pa.string()))
+
+
+def _relation_columns(table: pa.Table) -> tuple[pa.RecordBatch, Counter]:
+    """Fast path: the reader's raw table -> the columns of _relation_rows, drops."""
+    image_ids = pc.coalesce(table.column("image_id"), table.column("id")).combine_chunks()
+    listed = table.column("relationships").combine_chunks().filter(image_ids.is_valid())
+    image_ids = image_ids.drop_null()
+    relations = pc.list_flatten(listed)
+    ends = {role: pc.struct_field(relations, role) for role in ("subject", "object")}
+    end_ids, end_names, boxes = {}, {}, []
+    for role, end in ends.items():
+        field = lambda name: pc.struct_field(end, name)  # noqa: E731, B023 - nulls where the end is null
+        end_ids[role] = pc.fill_null(pc.coalesce(field("object_id"), field("id")), -1)
+        end_names[role] = pc.coalesce(field("name"), _first_strings(field("names")))
+        boxes += [field(k) for k in ("x", "y", "w", "h")]
+    columns = [
+        image_ids.take(pc.list_parent_indices(listed)),
+        pc.coalesce(pc.struct_field(relations, "relationship_id"), pc.struct_field(relations, "id")),
+        pc.struct_field(relations, "predicate"),
+        end_ids["subject"], end_names["subject"], end_ids["object"], end_names["object"],
+    ] + boxes
+    valid = columns[1].is_valid()
+    for column in boxes:
+        valid = pc.and_(valid, column.is_valid())
+    bad = len(valid) - pc.sum(valid).as_py() if len(valid) else 0
+    if bad:
+        columns = [column.filter(valid) for column in columns]
+    drops = Counter({reasons.DROP_BAD_RECORD: bad} if bad else {})
+    return pa.RecordBatch.from_arrays(columns, names=RELATIONS_SCHEMA.names[:_RELATION_RAW_COLUMNS]), drops
+
+
+def _with_relation_phrases(batch: pa.RecordBatch, max_phrase_chars: int) -> pa.RecordBatch:
+    """Raw relation columns -> RELATIONS_SCHEMA: names and predicate trimmed (the predicate lower
+    case: VG writes "ON" and "on" alike), and the phrase "subject predicate object" normalised."""
+    def clean(name: str) -> pa.Array:
+        return pc.utf8_trim_whitespace(pc.replace_substring_regex(batch.column(name), r"\s+", " "))
+
+    predicate = pc.utf8_lower(clean("predicate"))
+    subject, obj = clean("subject_name"), clean("object_name")
+    parts = [pc.fill_null(part, "") for part in (subject, predicate, obj)]
+    complete = pc.and_(pc.and_(pc.not_equal(parts[0], ""), pc.not_equal(parts[1], "")), pc.not_equal(parts[2], ""))
+    # An incomplete phrase is left empty (not "man  horse"): the sharder drops it as empty_phrase.
+    joined = pc.if_else(complete, pc.binary_join_element_wise(*parts, " "), "")
+    phrases = normalise_phrases(joined, max_phrase_chars)
+    columns = batch.columns
+    columns[2], columns[4], columns[6] = predicate, subject, obj
+    columns += [phrases.text, pa.array(phrases.keys), pa.array(phrases.whitespace_fixed), pa.array(phrases.long_fixed)]
+    return pa.RecordBatch.from_arrays(columns, schema=RELATIONS_SCHEMA)
+
+
 def _strings_only(lists: pa.ListArray) -> pa.ListArray:
     """Each list without its null entries; a null list becomes []."""
     values = pc.list_flatten(lists)
@@ -477,9 +621,16 @@ def _with_clean_phrases(batch: pa.RecordBatch, max_phrase_chars: int) -> pa.Reco
     return pa.RecordBatch.from_arrays(columns, schema=REGIONS_SCHEMA)
 
 
-_CONVERTERS = {"images": _image_rows, "regions": _region_rows, "objects": _object_rows}
-_FAST_CONVERTERS = {"images": _image_columns, "regions": _region_columns, "objects": _object_columns}
-_SCHEMAS = {"images": IMAGES_SCHEMA, "regions": REGIONS_SCHEMA, "objects": OBJECTS_SCHEMA}
+_CONVERTERS = {
+    "images": _image_rows, "regions": _region_rows, "objects": _object_rows, "relations": _relation_rows,
+}
+_FAST_CONVERTERS = {
+    "images": _image_columns, "regions": _region_columns, "objects": _object_columns,
+    "relations": _relation_columns,
+}
+_SCHEMAS = {
+    "images": IMAGES_SCHEMA, "regions": REGIONS_SCHEMA, "objects": OBJECTS_SCHEMA, "relations": RELATIONS_SCHEMA,
+}
 
 
 @njit(cache=True, nogil=True)
@@ -546,6 +697,8 @@ def _parse_chunk(
         batch = _with_clean_phrases(batch, max_phrase_chars)
     elif kind == "objects":
         batch = _clean_names(batch)
+    elif kind == "relations":
+        batch = _with_relation_phrases(batch, max_phrase_chars)
     return batch, drops
 
 
@@ -609,7 +762,7 @@ def read_annotation(
     path: Path, kind: str, pool: ProcessPoolExecutor | None = None, workers: int = 1,
     max_phrase_chars: int = 200, progress: AnnotationProgress | None = None,
 ) -> tuple[pa.Table, Counter]:
-    """One annotation file (kind: images, regions or objects) -> (table in file order, drops).
+    """One annotation file (kind: images, regions, objects or relations) -> (table in file order, drops).
 
     With a pool (of `workers` processes) the chunks are decoded in parallel. Regions come with
     their phrases normalised (see fcdata.regions.normalise_phrases)."""
@@ -627,8 +780,9 @@ def _listed(table: pa.Table, listed_ids: np.ndarray) -> np.ndarray:
     return np.isin(table.column("image_id").to_numpy(), listed_ids)
 
 
-def annotation_files(vg_root: Path) -> dict[str, Path]:
-    """The annotation files to read, by name; a UserError if the root or a required file is missing."""
+def annotation_files(vg_root: Path, relations: bool = True) -> dict[str, Path]:
+    """The annotation files to read, by name; a UserError if the root or a required file is missing.
+    relationships.json is read where present unless `relations` is False."""
     if not vg_root.is_dir():
         raise UserError(f"--vg-root {vg_root} is not a directory")
     files = {
@@ -638,17 +792,21 @@ def annotation_files(vg_root: Path) -> dict[str, Path]:
     objects_path = find_annotation(vg_root, "objects", required=False)
     if objects_path is not None:
         files["objects"] = objects_path
+    relations_path = find_annotation(vg_root, "relationships", required=False) if relations else None
+    if relations_path is not None:
+        files["relationships"] = relations_path
     return files
 
 
 def load_vg(
     vg_root: Path, pool: ProcessPoolExecutor | None = None, workers: int = 1,
-    max_phrase_chars: int = 200, progress: AnnotationProgress | None = None,
+    max_phrase_chars: int = 200, progress: AnnotationProgress | None = None, relations: bool = True,
 ) -> VgAnnotations:
-    """Read image_data.json, region_descriptions.json and (if present) objects.json, decoding
-    chunks on `pool` (of `workers` processes) when the files are big enough for that to pay.
-    Each file is scanned while the workers decode the one before."""
-    files = annotation_files(vg_root)
+    """Read image_data.json, region_descriptions.json and (if present) objects.json and
+    relationships.json (unless `relations` is False), decoding chunks on `pool` (of `workers`
+    processes) when the files are big enough for that to pay. Each file is scanned while the
+    workers decode the one before."""
+    files = annotation_files(vg_root, relations)
     if sum(path.stat().st_size for path in files.values()) < _PARALLEL_MIN_BYTES:
         pool, workers = None, 1
     images, _ = read_annotation(files["image_data"], "images", progress=progress)
@@ -658,6 +816,9 @@ def load_vg(
     pending_objects = None
     if "objects" in files:
         pending_objects = _PendingFile(files["objects"], "objects", pool, workers, max_phrase_chars, progress)
+    pending_relations = None
+    if "relationships" in files:
+        pending_relations = _PendingFile(files["relationships"], "relations", pool, workers, max_phrase_chars, progress)
     regions, drops = pending_regions.result()
     listed = _listed(regions, listed_ids)
     drops[reasons.DROP_NO_IMAGE_RECORD] += int(np.count_nonzero(~listed))
@@ -666,8 +827,15 @@ def load_vg(
     if pending_objects is not None:
         objects, _ = pending_objects.result()
         objects = objects.filter(_listed(objects, listed_ids))
+    relation_table, relation_drops = None, Counter()
+    if pending_relations is not None:
+        relation_table, relation_drops = pending_relations.result()
+        listed = _listed(relation_table, listed_ids)
+        relation_drops[reasons.DROP_NO_IMAGE_RECORD] += int(np.count_nonzero(~listed))
+        relation_table = relation_table.filter(listed)
     drops = Counter({reason: count for reason, count in drops.items() if count})
-    return VgAnnotations(images, regions, objects, drops, files)
+    relation_drops = Counter({reason: count for reason, count in relation_drops.items() if count})
+    return VgAnnotations(images, regions, objects, relation_table, drops, relation_drops, files)
 
 
 def index_image_files(vg_root: Path) -> dict[int, Path]:
