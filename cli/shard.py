@@ -27,6 +27,7 @@ def shard(
     shard_samples: Annotated[int, typer.Option(help="Images per shard.")] = _DEFAULTS.shard_samples,
     coco_instances: Annotated[str, typer.Option(help="COCO instances JSON file(s), comma-separated: real masks for VG's COCO photos.")] = "",
     coco_min_iou: Annotated[float, typer.Option(help="A region takes the COCO instance whose box it overlaps best, from this IoU on.")] = _DEFAULTS.coco_min_iou,
+    relations: Annotated[bool, typer.Option("--relations/--no-relations", help="Store relationships.json's relations (subject, predicate, object boxes) in each sample, where the file exists.")] = _DEFAULTS.relations,
     workers: Workers = _DEFAULTS.workers,
 ) -> None:
     """Turn Visual Genome (images + region descriptions) into WebDataset tar shards with region
@@ -46,7 +47,7 @@ def shard(
         feather_px=feather_px, min_box_side_px=min_box_side_px, duplicate_iou=duplicate_iou,
         max_phrase_chars=max_phrase_chars, val_fraction=val_fraction, shard_samples=shard_samples,
         coco_instances=tuple(p.strip() for p in coco_instances.split(",") if p.strip()),
-        coco_min_iou=coco_min_iou, workers=workers,
+        coco_min_iou=coco_min_iou, relations=relations, workers=workers,
     )
     console = Console(stderr=True)
     with display(console, RichShardProgress, PlainShardProgress) as progress:
@@ -74,6 +75,12 @@ def report_summary(console, summary, out) -> None:
             f"masks: {by_source['coco']:,} regions with a COCO mask, {by_source['box']:,} with their box; "
             f"COCO images {matched['images_with_instances']:,} (size mismatch {matched['images_size_mismatch']:,}), "
             f"unmatched regions {matched['regions_unmatched']:,}, bad segmentations {matched['regions_bad_segmentation']:,}"
+        )
+    if "relations" in data:
+        relations = data["relations"]
+        console.print(
+            f"relations: {relations['kept']:,} kept of {relations['listed']:,}; "
+            f"dropped {_counts(relations['dropped'])}; in skipped images {relations['in_skipped_images']:,}"
         )
     console.print(
         f"shards: {data['shards']['train']} train + {data['shards']['val']} val, "

@@ -24,6 +24,7 @@ class ShardOptions:
     object_min_iou: float = 0.5  # attach the best-overlapping VG object only from this IoU on
     coco_instances: tuple[str, ...] = ()  # COCO instances JSON files: real masks for COCO photos
     coco_min_iou: float = 0.5  # a region takes the COCO instance whose box it overlaps best, from this IoU on
+    relations: bool = True  # store relationships.json's relations in each sample, where the file exists
     val_fraction: float = 0.05  # share of images in the val split (by a hash of the image id)
     shard_samples: int = 2000  # images per shard (~70 MB at the defaults)
     skip_image_ids: tuple[int, ...] = reasons.KNOWN_CORRUPT_IMAGE_IDS  # never read these ids

@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fcdata import coco, keys, masks, reasons, regions, segmasks, vg
+from fcdata import coco, keys, masks, reasons, regions, relations, segmasks, vg
 from fcdata.errors import CountingHandler, UserError, error_detail
 from fcdata.options import ShardOptions
 from fcdata.outputs import check_output_dir
@@ -135,6 +135,7 @@ class ShardTask:
     region_object: np.ndarray  # int64 [R]: the best-overlapping object's row in this task, or -1
     region_object_iou: np.ndarray  # float32 [R]
     coco_images: list  # [n] coco.CocoImage of each image, None if not a COCO photo (or no --coco-instances)
+    relations: relations.RelationRows | None = None  # None: no relationships.json read
 
 
 class _SortedByImage:
@@ -183,6 +184,9 @@ def _build_tasks(
     object_groups = _SortedByImage(objects.column("image_id").to_numpy())
     object_ids = objects.column("object_id").to_numpy()
     object_xywh = np.stack([objects.column(c).to_numpy() for c in "xywh"], axis=1).reshape(-1, 4)
+    relation_table = annotations.relations
+    if relation_table is not None:
+        relation_groups = _SortedByImage(relation_table.column("image_id").to_numpy())
     for name in names:
         ids = plan[name]
         region_rows, region_offsets = region_groups.rows(ids)
@@ -212,6 +216,9 @@ def _build_tasks(
             region_object=best_object,
             region_object_iou=best_iou,
             coco_images=[coco_by_image.get(i) for i in ids.tolist()],
+            relations=None if relation_table is None else relations.RelationRows.of(
+                relation_table, *relation_groups.rows(ids)
+            ),
         )
 
 
@@ -352,6 +359,8 @@ def encode_sample(task: ShardTask, columns: RegionColumns, index: int, row: dict
     row["image_fixes"] = []
     first, stop = task.region_offsets[index : index + 2].tolist()
     row["regions_listed"] = stop - first
+    if task.relations is not None:
+        row["relations_listed"] = task.relations.listed(index)
     if image_id in options.skip_image_ids:
         raise SkipImage(reasons.SKIP_KNOWN_CORRUPT)
     path = task.paths[index]
@@ -398,6 +407,11 @@ def encode_sample(task: ShardTask, columns: RegionColumns, index: int, row: dict
         },
         "mask": mask_meta,
     }
+    if task.relations is not None:
+        meta["relations"], relation_counts = task.relations.sample_entry(
+            index, (source_width, source_height), (width, height), options.min_box_side_px, options.duplicate_iou,
+        )
+        row.update(relation_counts)
     meta_bytes = json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode()
     row.update(
         width=width, height=height, source_width=source_width, source_height=source_height,
@@ -470,6 +484,7 @@ MANIFEST_SCHEMA = pa.schema(
     + [(f"drop_{r}", pa.int32()) for r in reasons.REGION_DROP_CODES[1:]]
     + [(f"fix_{r}", pa.int32()) for r in reasons.REGION_FIXES]
     + [(f"coco_{name}", pa.int32()) for name in coco.COUNTS]  # null without COCO instances
+    + [(name, pa.int32()) for name in relations.MANIFEST_COLUMNS]  # null where relations were not read
 )
 
 
@@ -718,7 +733,7 @@ def shard_vg(
 ) -> ShardSummary:
     """Shard a Visual Genome root into `out_dir` (see the module docstring)."""
     started = time.perf_counter()
-    vg.annotation_files(vg_root)  # fail on a wrong root before any worker starts
+    vg.annotation_files(vg_root, options.relations)  # fail on a wrong root before any worker starts
     check_output_dir(out_dir)
     base_config = {"format": FORMAT_VERSION, "options": options.output_affecting()}
     finished = _finished_summary(out_dir, base_config)
@@ -733,7 +748,7 @@ def shard_vg(
             progress.note("reading annotations")
         annotations = vg.load_vg(
             vg_root, pool.pool if pool else None, workers, options.max_phrase_chars,
-            progress.annotations if progress else None,
+            progress.annotations if progress else None, options.relations,
         )
         image_ids = annotations.images.column("image_id").to_numpy()
         plan = plan_shards(image_ids, options)
@@ -838,8 +853,22 @@ def _summarise(
             mask_fraction=round(data_bytes["mask_bytes"] / max(1, tar_bytes), 4),
         ),
         "masks": _mask_summary(columns, ok, options),
+        **({} if annotations.relations is None else {"relations": _relation_summary(annotations, total, ok)}),
         "options": options.output_affecting(),
         "last_run_seconds": round(seconds, 2),
     }
     _write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def _relation_summary(annotations: vg.VgAnnotations, total: Callable[..., int], ok: np.ndarray) -> dict:
+    """The summary's "relations" section, like "regions": listed, kept, dropped by reason."""
+    drops = Counter(annotations.relation_drops)
+    for reason in reasons.REGION_DROP_CODES[1:]:
+        drops[reason] += total(f"relation_drop_{reason}", ok)
+    return {
+        "listed": total("relations_listed") + sum(annotations.relation_drops.values()),
+        "kept": total("relations_kept", ok),
+        "in_skipped_images": total("relations_listed", ~ok),
+        "dropped": dict(sorted((r, c) for r, c in drops.items() if c)),
+    }
