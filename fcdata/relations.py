@@ -147,16 +147,16 @@ class RelationRows:
 
 
 def relation_alpha(
-    subject: np.ndarray, obj: np.ndarray, weights: tuple[float, float] = DEFAULT_WEIGHTS,
+    subject, obj, weights: tuple[float, float] = DEFAULT_WEIGHTS, shape: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """A graded alpha (H x W float32 in [0, 1]) from the subject's and the object's masks (H x W,
-    bool, or uint8 0-255 / float 0-1 for soft masks): max(subject x ws, object x wo).
-
-    Soft masks keep their ramps, scaled by the weight, so a feathered object at 0.5 ramps 0 -> 0.5."""
+    """A graded alpha (H x W float32 in [0, 1]), max(subject x ws, object x wo), from the subject
+    and the object given as masks (H x W: bool, uint8 0-255 or float 0-1) or as (x0, y0, x1, y1)
+    boxes in pixels (then `shape` = (H, W) is needed). Soft masks keep their ramps, scaled by the
+    weight: a feathered object at 0.5 ramps 0 -> 0.5."""
     subject_weight, object_weight = weights
-    if not (0.0 <= object_weight <= 1.0 and 0.0 <= subject_weight <= 1.0):
+    if not (0.0 <= subject_weight <= 1.0 and 0.0 <= object_weight <= 1.0):
         raise ValueError(f"relation weights must be in [0, 1], got {weights}")
-    subject, obj = _unit(subject), _unit(obj)
+    subject, obj = _unit(subject, shape), _unit(obj, shape)
     if subject.shape != obj.shape:
         raise ValueError(f"subject mask {subject.shape} and object mask {obj.shape} differ in size")
     return np.maximum(subject * np.float32(subject_weight), obj * np.float32(object_weight))
@@ -170,16 +170,14 @@ def box_mask(box, height: int, width: int) -> np.ndarray:
     return mask
 
 
-def relation_alpha_from_boxes(
-    subject_box, object_box, height: int, width: int, weights: tuple[float, float] = DEFAULT_WEIGHTS,
-) -> np.ndarray:
-    """relation_alpha of two (x0, y0, x1, y1) boxes on an H x W image."""
-    return relation_alpha(box_mask(subject_box, height, width), box_mask(object_box, height, width), weights)
-
-
-def _unit(mask: np.ndarray) -> np.ndarray:
-    """A mask as float32 in [0, 1]: bool as 0/1, integers as 0-255, floats as they are."""
+def _unit(mask, shape: tuple[int, int] | None) -> np.ndarray:
+    """A mask (or a box, drawn at `shape`) as float32 in [0, 1]: bool as 0/1, integers as 0-255,
+    floats as they are."""
     mask = np.asarray(mask)
+    if mask.ndim == 1:
+        if mask.shape != (4,) or shape is None:
+            raise ValueError("a box is (x0, y0, x1, y1) and needs the image's shape=(height, width)")
+        return box_mask(mask, *shape).astype(np.float32)
     if mask.dtype == bool:
         return mask.astype(np.float32)
     if np.issubdtype(mask.dtype, np.integer):

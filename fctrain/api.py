@@ -16,6 +16,12 @@ local SamModel / Sam2Model folder), the Object-Guided way of pointing:
     alpha = sam_alpha(masker, image, point=(150, 210))   # H x W uint8, SAM's mask of the click
     scores = model.score(image, alpha, ["a red car", "a man on a bicycle"])
 
+A relation ("man riding horse") is seen through a graded alpha: the subject at 1, the object at a
+lower weight, the rest 0. `relation_alpha` builds one from two boxes or masks:
+
+    alpha = relation_alpha((40, 120, 200, 300), (30, 200, 260, 420), weights=(1.0, 0.5), shape=image.shape[:2])
+    scores = model.score(image, alpha, ["a man riding a horse", "a horse riding a man"])
+
 Images and masks are always preprocessed together, one geometry for both. `preprocess`:
 
     "letterbox"    zero-pad to square, resize (bilinear): as in evaluation and Alpha-CLIP's
@@ -38,6 +44,7 @@ import torch.nn.functional as F
 
 from fcdata.captions import tokenize_captions
 from fcdata.errors import UserError
+from fcdata.relations import relation_alpha  # noqa: F401 - part of the API (see the module docstring)
 from fcdata.transforms import center_crop, letterbox, normalize_alphas, normalize_images
 from fctrain.export import FORMAT, FORMAT_VERSION, METADATA
 from fctrain.model import RGBAClip, load_alpha_embedding, load_clip

@@ -100,7 +100,7 @@ def test_bad_boxes_are_dropped_by_reason_and_duplicates_merged():
 def test_graded_alpha_weights_and_overlaps():
     """Subject at 1, object at its weight, background 0, the overlap at the larger weight; soft
     masks keep their ramps scaled by the weight."""
-    alpha = relations.relation_alpha_from_boxes((0, 0, 4, 4), (2, 2, 8, 6), 8, 10, weights=(1.0, 0.25))
+    alpha = relations.relation_alpha((0, 0, 4, 4), (2, 2, 8, 6), weights=(1.0, 0.25), shape=(8, 10))
     assert alpha.dtype == np.float32 and alpha.shape == (8, 10)
     assert alpha[0, 0] == 1.0 and alpha[3, 3] == 1.0  # subject, and where it overlaps the object
     assert alpha[5, 7] == 0.25 and alpha[7, 9] == 0.0
@@ -110,6 +110,8 @@ def test_graded_alpha_weights_and_overlaps():
     np.testing.assert_allclose(graded, [[0.0, 0.5 * 128 / 255, 0.5]], rtol=1e-6)
     with pytest.raises(ValueError, match="differ in size"):
         relations.relation_alpha(np.zeros((2, 2), bool), np.zeros((2, 3), bool))
+    with pytest.raises(ValueError, match="needs the image's shape"):
+        relations.relation_alpha((0, 0, 4, 4), np.zeros((2, 2), bool))
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
         relations.relation_alpha(np.zeros((2, 2), bool), np.zeros((2, 2), bool), weights=(1.0, 1.5))
 

@@ -149,6 +149,22 @@ def test_api_alpha_forms_agree(exported):
     assert_different(region, whole)  # the mask matters after "training"
 
 
+def test_api_relation_alpha_is_a_graded_mask(exported):
+    """The API's relation alpha of two boxes equals the hand-made graded uint8 mask (subject 255,
+    object 128 for weight 0.5, overlap 255), and the object's weight changes the embedding."""
+    from fctrain.api import relation_alpha
+
+    loaded = FocusClip.load(exported)
+    image = samples()[0][0]
+    alpha = relation_alpha((20, 10, 50, 30), (40, 20, 70, 40), weights=(1.0, 0.5), shape=image.shape[:2])
+    by_hand = np.zeros(image.shape[:2], np.uint8)
+    by_hand[20:40, 40:70] = 128
+    by_hand[10:30, 20:50] = 255
+    assert_same(loaded.encode_image(image, alpha), loaded.encode_image(image, by_hand))
+    heavier = relation_alpha((20, 10, 50, 30), (40, 20, 70, 40), weights=(1.0, 1.0), shape=image.shape[:2])
+    assert_different(loaded.encode_image(image, heavier), loaded.encode_image(image, alpha))
+
+
 def test_api_batches_and_validates(exported):
     """Results do not depend on batching; malformed inputs fail with a clear message."""
     loaded = FocusClip.load(exported)
