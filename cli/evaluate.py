@@ -11,7 +11,7 @@ import typer
 from fctrain.config import EvalOptions
 
 _DEFAULTS = EvalOptions()
-BENCHMARKS = ("vg-regions", "refcoco", "refcoco+", "refcocog", "imagenet-s")
+BENCHMARKS = ("vg-regions", "vg-relations", "refcoco", "refcoco+", "refcocog", "imagenet-s")
 
 
 def evaluate(
@@ -39,7 +39,9 @@ def evaluate(
     gray outside, FALIP's attention bias) on the same base CLIP.
 
     vg-regions (default): box selection, phrase selection, retrieval and zero-shot region
-    classification on the run's Visual Genome validation shards. refcoco, refcoco+, refcocog:
+    classification on the run's Visual Genome validation shards. vg-relations: relation selection
+    and swap accuracy (graded subject + object alpha vs union and subject baselines) and the
+    graded-control curve, on validation shards that hold relations. refcoco, refcoco+, refcocog:
     zero-shot referring expressions (ReCLIP's protocol). imagenet-s: zero-shot ImageNet-S919
     classification with mask, box and whole-image alphas (Alpha-CLIP's protocol).
 
@@ -55,6 +57,8 @@ def evaluate(
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None
     if benchmark == "vg-regions":
         return _vg_regions(run, checkpoint, shards, max_images, max_regions, chosen, out, device)
+    if benchmark == "vg-relations":
+        return _vg_relations(run, checkpoint, shards, max_images, chosen, batch_size, out, device)
     if (run is None) == (model is None):
         raise UserError("give exactly one of --run RUN or --model DIR")
     if data is None:
@@ -123,3 +127,34 @@ def _vg_regions(run, checkpoint, shards, max_images, max_regions, methods, out, 
     from fcdata.errors import format_counts
 
     typer.echo(f"results in {paths[0]}; pictures in {paths[1]}; skipped {format_counts(report.skipped)}")
+
+
+def _vg_relations(run, checkpoint, shards, max_images, methods, batch_size, out, device) -> None:
+    from fcdata.errors import UserError
+
+    if run is None:
+        raise UserError("--benchmark vg-relations needs --run RUN (the run's validation shards and base model)")
+    from rich.console import Console
+    from rich.table import Table
+
+    from fcdata.outputs import check_output_dir
+    from fctrain.checkpoint import load_trained
+    from fctrain.evaluation.common import write_json_atomically
+    from fctrain.evaluation.relations import METHODS, RelationEvalOptions, evaluate_relations
+
+    check_output_dir(out or run, "--out" if out else "--run")
+    model, tokenizer, config = load_trained(run, checkpoint, device)
+    options = RelationEvalOptions(shards=shards or config.data.shards, batch_size=batch_size, **({"max_images": max_images} if max_images else {}))
+    report = evaluate_relations(model, tokenizer, options, methods or tuple(METHODS))
+    table = Table(title=f"relations: {report['images']} images (swap chance 0.5)")
+    for column in ("method", "selection", "chance", "swap"):
+        table.add_column(column)
+    for method, row in report["methods"].items():
+        table.add_row(method, f"{row['selection']:.3f}", f"{row['selection_chance']:.3f}", f"{row['swap']:.3f}")
+    Console().print(table)
+    curve = report["graded_control"]
+    typer.echo("graded control (object weight -> similarity to the object's phrase): " + ", ".join(
+        f"{w:g}: {s:.3f}" for w, s in zip(curve["weights"], curve["object_similarity"])
+    ))
+    path = write_json_atomically(Path(out or run) / "eval-relations.json", report)
+    typer.echo(f"results in {path}")

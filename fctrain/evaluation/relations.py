@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fcdata.errors import UserError
-from fcdata.reader import read_shard
+from fcdata import guard
+from fcdata.errors import CountingHandler, UserError
+from fcdata.loader import resolve_shards
+from fcdata.reader import decode_sample
 from fcdata.relations import DEFAULT_WEIGHTS, relation_alpha
 from fctrain.evaluation.methods import GEOMETRIES, Region, Tower
 from fctrain.evaluation.scoring import box_iou, text_features, tie_aware_hit
@@ -46,7 +48,8 @@ GRADED_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # object weights of the graded-con
 
 @dataclass(frozen=True)
 class RelationEvalOptions:
-    shards: list[str] = field(default_factory=list)  # shard files with a `relations` entry
+    shards: str = ""  # shard folder, file, pattern or comma list (fcdata.loader.resolve_shards) with relations
+    split: str = "val"  # which split's shards to take from a folder
     max_images: int = 200  # images evaluated (those with at least one relation)
     max_pairs: int = 16  # candidate pairs per image, swaps included
     object_weight: float = DEFAULT_WEIGHTS[1]  # the object's alpha in relation_alpha
@@ -69,18 +72,21 @@ class RelationImage:
     object_phrases: list[str]  # each relation's object's own phrase
 
 
-def read_relation_images(options: RelationEvalOptions) -> list[RelationImage]:
-    """The first `max_images` images of the shards that have relations, as candidates."""
+def read_relation_images(options: RelationEvalOptions, handler: CountingHandler | None = None) -> list[RelationImage]:
+    """The first `max_images` images of the shards that have relations, as candidates.
+    Unreadable shards and samples are skipped and counted in `handler`."""
+    handler = handler or CountingHandler("fc eval")
+    shards = resolve_shards(options.shards, options.split)
+    guard.check_shards(shards, "shards")
     images: list[RelationImage] = []
-    for shard in options.shards:
-        for sample in read_shard(shard):
-            relations = sample.meta.get("relations")
-            if relations and relations["phrase"]:
-                image = _relation_image(sample, relations, options.max_pairs)
-                if image is not None:
-                    images.append(image)
-            if len(images) == options.max_images:
-                return images
+    for sample in guard.decoded(guard.read_raw(shards, handler), decode_sample, handler):
+        relations = sample.meta.get("relations")
+        if relations and relations["phrase"]:
+            image = _relation_image(sample, relations, options.max_pairs)
+            if image is not None:
+                images.append(image)
+        if len(images) == options.max_images:
+            return images
     if not images:
         raise UserError("no image with relations in these shards (shard them with relationships.json, without --no-relations)")
     return images
