@@ -96,6 +96,11 @@ def test_train_eval_export_show_from_the_command_line(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((run / "eval.json").read_text())
     assert set(report["results"]) == {"focus", "whole_image", "crop"} and (run / "eval-examples.png").exists()
+    result = runner.invoke(app, ["eval", "--run", str(run), "--benchmark", "vg-relations", "--max-images", "4",
+                                 "--methods", "relation_alpha,union_crop"])
+    assert result.exit_code == 0, result.output
+    relations = json.loads((run / "eval-relations.json").read_text())
+    assert set(relations["methods"]) == {"relation_alpha", "union_crop"} and relations["methods"]["union_crop"]["swap"] == 0.5
     result = runner.invoke(app, ["export", "--run", str(run), "--out", str(tmp_path / "model")])
     assert result.exit_code == 0, result.output
     model = FocusClip.load(tmp_path / "model")
