@@ -11,6 +11,7 @@ import numpy as np
 from fcdata.errors import CountingHandler
 from fcdata.guard import check_shards, decoded, read_raw, require_any
 from fcdata.reader import RegionSample, decode_sample
+from fcdata.relations import DEFAULT_WEIGHTS, relation_alpha
 
 PALETTE = (
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -42,18 +43,47 @@ def render_sample(sample: RegionSample, max_regions: int = 8, scale: int = 2):
     return _with_caption(picture, scale, [((0, 0, 0), title)], legend)
 
 
-def render_shard_samples(paths: list[str], count: int, max_regions: int, handler: CountingHandler) -> list:
-    """Pictures (render_sample) of the first `count` readable samples of the shards; unreadable
-    shards and samples are skipped and counted in `handler`; none readable is a UserError."""
+def render_relation(sample: RegionSample, index: int = 0, weights: tuple[float, float] = DEFAULT_WEIGHTS, scale: int = 2):
+    """A relation view as the model sees it: the image dimmed to black where the graded alpha
+    is 0, half-bright on the object (at weight 0.5), full on the subject; boxes and phrase below."""
+    from PIL import Image, ImageDraw
+
+    relations = sample.meta["relations"]
+    subject, obj = relations["subject_box"][index], relations["object_box"][index]
+    alpha = relation_alpha(subject, obj, weights, shape=sample.image.shape[:2])
+    image = sample.image.astype(np.float32) * (0.15 + 0.85 * alpha[..., None])  # a trace of the rest stays visible
+    picture = Image.fromarray(image.clip(0, 255).astype(np.uint8))
+    picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
+    draw = ImageDraw.Draw(picture)
+    colours = (PALETTE[0], PALETTE[3])
+    for colour, box in zip(colours, (subject, obj)):
+        draw.rectangle(tuple(v * scale for v in box), outline=colour, width=2)
+    legend = [
+        (colours[0], f"subject {relations['subject_name'][index]}: alpha {weights[0]:g}"),
+        (colours[1], f"object {relations['object_name'][index]}: alpha {weights[1]:g}"),
+    ]
+    return _with_caption(picture, scale, [((0, 0, 0), f'"{relations["phrase"][index]}"')], legend)
+
+
+def render_shard_samples(paths: list[str], count: int, max_regions: int, handler: CountingHandler, relations: bool = False) -> list:
+    """Pictures (render_sample, or render_relation of each sample's first relation) of the first
+    `count` readable samples of the shards (with relations, if asked); unreadable shards and
+    samples are skipped and counted in `handler`; none readable is a UserError."""
     check_shards(paths)
-    render = functools.partial(_render_raw, max_regions=max_regions)
-    pictures = list(itertools.islice(decoded(read_raw(paths, handler), render, handler), count))
-    require_any(len(pictures), handler, "shards")
+    render = functools.partial(_render_raw, max_regions=max_regions, relations=relations)
+    pictures = (p for p in decoded(read_raw(paths, handler), render, handler) if p is not None)
+    pictures = list(itertools.islice(pictures, count))
+    require_any(len(pictures), handler, "shards with relations" if relations else "shards")
     return pictures
 
 
-def _render_raw(sample: dict, max_regions: int):
-    return render_sample(decode_sample(sample), max_regions)
+def _render_raw(sample: dict, max_regions: int, relations: bool):
+    decoded_sample = decode_sample(sample)
+    if not relations:
+        return render_sample(decoded_sample, max_regions)
+    if not decoded_sample.meta.get("relations", {}).get("phrase"):
+        return None  # a sample without relations: nothing to draw
+    return render_relation(decoded_sample)
 
 
 def render_box_choice(image: np.ndarray, boxes: np.ndarray, phrase: str, chosen: int, correct: int, scale: int = 3):

@@ -153,3 +153,28 @@ def test_no_relations_leaves_samples_as_before(synth_root, tmp_path):
     assert "relations" not in summary
     assert all(v is None for v in pq.read_table(tmp_path / "manifest.parquet").column("relations_kept").to_pylist())
     assert all("relations" not in s.meta for s in read_shard(tmp_path / "train-00000.tar"))
+
+
+def test_show_draws_the_graded_alpha(synth_root, tmp_path):
+    """fc show --relations dims the picture by the relation alpha: the subject at full
+    brightness, the object at its weight, the rest nearly black."""
+    from fcdata.errors import CountingHandler
+    from fcdata.show import render_relation, render_shard_samples
+
+    shard_vg(synth_root, tmp_path, ShardOptions(workers=1, strict=True, val_fraction=0.0))
+    sample = next(iter(read_shard(tmp_path / "train-00000.tar")))
+    picture = np.asarray(render_relation(sample, scale=1)).astype(np.float64)
+    height, width = sample.image.shape[:2]
+    alpha = relations.relation_alpha(sample.meta["relations"]["subject_box"][0], sample.meta["relations"]["object_box"][0], shape=(height, width))
+    image = sample.image.astype(np.float64)
+    inside = picture[:height, :width]
+    for value, expected_gain in ((1.0, 1.0), (0.5, 0.575), (0.0, 0.15)):
+        where = alpha == value
+        for shift in range(-3, 4):  # away from the box outlines (2 px) drawn on the edges
+            where &= np.roll(alpha, shift, 0) == value
+            where &= np.roll(alpha, shift, 1) == value
+        where &= image.sum(-1) > 60  # dark pixels would hide the gain in rounding
+        gain = inside[where].sum() / image[where].sum()
+        assert abs(gain - expected_gain) < 0.05, (value, gain)
+    pictures = render_shard_samples([str(tmp_path / "train-00000.tar")], 2, 4, CountingHandler("t"), relations=True)
+    assert len(pictures) == 2
