@@ -566,6 +566,7 @@ def warm_up_kernels() -> None:
     stored, codes, clipped = regions.filter_regions(boxes, np.zeros(1, np.int64), 1, 1, 1.0, 1.0, 0.0, 0.5)
     regions.tally_regions(codes, clipped, flags, flags)
     regions.match_objects(boxes, np.zeros(2, np.int64), boxes, np.zeros(2, np.int64))
+    relations.filter_relations(boxes, boxes, np.zeros(1, np.int64), 1, 1, 1.0, 1.0, 0.0, 0.5)
     for feather in (0.0, 1.0):
         masks.encode_profiles(*masks.box_profiles(stored.astype(np.float32), 2, 2, feather), binary=feather == 0.0)
 
