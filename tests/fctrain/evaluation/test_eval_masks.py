@@ -7,7 +7,7 @@ import numpy as np
 
 from fcdata.shard import TarShardWriter
 from fctrain.config import EVAL_METHODS, EvalOptions
-from fctrain.evaluate import METHOD_TITLES, load_eval_images
+from fctrain.evaluation.regions import METHOD_TITLES, load_eval_images
 from tests.fcdata.test_segmasks import make_sample
 
 
