@@ -47,7 +47,7 @@ from fcdata.errors import UserError
 from fcdata.relations import relation_alpha  # noqa: F401 - part of the API (see the module docstring)
 from fcdata.transforms import center_crop, letterbox, normalize_alphas, normalize_images
 from fctrain.export import FORMAT, FORMAT_VERSION, METADATA
-from fctrain.model import RGBAClip, load_alpha_embedding, load_clip
+from fctrain.model import RGBAClip, load_clip, wrap_clip
 
 ImageLike = np.ndarray  # H x W x 3 uint8
 AlphaLike = np.ndarray | None  # H x W: uint8 0..255, float 0..1 or bool; None = the whole image
@@ -89,8 +89,8 @@ class FocusClip:
                 f"this version reads {FORMAT!r} v{FORMAT_VERSION}"
             )
         clip, tokenizer = load_clip(path)
-        model = RGBAClip(clip)
-        load_alpha_embedding(model, path / meta["alpha_weights"])
+        model = wrap_clip(clip, meta.get("architecture", "alpha_conv"))
+        model.load_mask_module(path / meta.get("mask_weights", meta.get("alpha_weights", model.mask_weights)))
         if model.image_size != meta["image_size"]:
             raise UserError(f"{path}: {METADATA} says {meta['image_size']} px, the model takes {model.image_size}")
         device = torch.device(device)

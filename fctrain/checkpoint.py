@@ -1,7 +1,8 @@
 """Checkpoints: RUN/checkpoints/step-0000100/ holding
 
     adapter_config.json, adapter_model.safetensors   LoRA adapters in peft's format
-    alpha_embedding.safetensors                      the alpha patch conv
+    alpha_embedding.safetensors                      the alpha patch conv (object_guided:
+                                                     object_guided.safetensors, its paths and head)
     train_state.pt                                   optimiser, scheduler, scaler, logit scale,
                                                      step, samples seen, RNG states, loader
                                                      position, the resolved config
@@ -26,6 +27,7 @@ import torch
 from fcdata.errors import UserError
 from fcdata.loader import LoaderPosition
 from fctrain.model import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ALPHA_WEIGHTS, RGBAClip, load_adapters, save_adapters
+from fctrain.object_guided import GUIDE_WEIGHTS
 
 STATE_FILE = "train_state.pt"
 PREFIX = "step-"
@@ -124,11 +126,12 @@ def _flush(directory: Path) -> None:
             os.close(descriptor)
 
 
-CHECKPOINT_FILES = (STATE_FILE, ADAPTER_CONFIG, ADAPTER_WEIGHTS, ALPHA_WEIGHTS)
+CHECKPOINT_FILES = (STATE_FILE, ADAPTER_CONFIG, ADAPTER_WEIGHTS)
+MASK_FILES = (ALPHA_WEIGHTS, GUIDE_WEIGHTS)  # one of them, by model.architecture
 
 
 def is_checkpoint(path: Path) -> bool:
-    return all((path / name).is_file() for name in CHECKPOINT_FILES)
+    return all((path / name).is_file() for name in CHECKPOINT_FILES) and any((path / name).is_file() for name in MASK_FILES)
 
 
 def find_checkpoint(run_dir: Path, resume: str) -> Path:
@@ -141,7 +144,7 @@ def find_checkpoint(run_dir: Path, resume: str) -> Path:
         return candidates[-1]
     path = Path(resume)
     if not is_checkpoint(path):
-        missing = next(name for name in CHECKPOINT_FILES if not (path / name).is_file())
+        missing = next((name for name in CHECKPOINT_FILES if not (path / name).is_file()), " or ".join(MASK_FILES))
         raise UserError(f"--resume {resume}: not a checkpoint directory (no {missing})")
     return path
 

@@ -23,6 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+ARCHITECTURES = ("alpha_conv", "object_guided")  # ModelConfig.architecture
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
 
@@ -33,6 +34,10 @@ class ModelConfig:
     # holding a CLIPModel and its tokenizer. Nothing is ever downloaded.
     name_or_path: str = "tiny"
     image_size: int = 224  # input resolution of the vision tower, px
+    # How the mask reaches the image embedding: "alpha_conv" (Alpha-CLIP's zero-initialised alpha
+    # patch conv) or "object_guided" (object and mask conv paths fused with CLIP's patch features;
+    # fctrain.object_guided)
+    architecture: str = "alpha_conv"
     attn_implementation: str = "sdpa"  # "sdpa" or "eager"
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
     compile: bool = False  # torch.compile the vision tower
@@ -41,6 +46,8 @@ class ModelConfig:
     tiny_pretrain_steps: int = 300  # "tiny" only: CLIP-style pretraining on region crops when it is created
 
     def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise UserError(f"model.architecture must be one of {', '.join(ARCHITECTURES)}")
         if self.attn_implementation not in ("sdpa", "eager"):
             raise UserError("model.attn_implementation must be 'sdpa' or 'eager'")
         if self.image_size < 32 or self.image_size % 16:
@@ -81,8 +88,8 @@ class LossConfig:
 @dataclass
 class OptimConfig:
     lr: float = 1e-4  # peak learning rate of the LoRA weights
-    alpha_lr_multiplier: float = 10.0  # the alpha conv learns this much faster (it starts at zero)
-    weight_decay: float = 0.05  # AdamW decoupled weight decay (not on the alpha conv)
+    alpha_lr_multiplier: float = 10.0  # the mask module (alpha conv, or object_guided's paths) learns this much faster: it starts fresh
+    weight_decay: float = 0.05  # AdamW decoupled weight decay (not on the mask module)
     betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
     eps: float = 1e-6  # AdamW epsilon
     warmup_steps: int = 100  # linear warm-up from 0, then cosine decay to min_lr_ratio * lr

@@ -4,8 +4,9 @@ Layout (no peft files: LoRA is merged into the base weights):
 
     config.json, model.safetensors     the merged CLIPModel (transformers save_pretrained)
     tokenizer.json, tokenizer_config.json, ...
-    alpha_embedding.safetensors        {"weight": D x 1 x P x P}
-    focus_clip.json                    format version, image size, input normalisation
+    alpha_embedding.safetensors        {"weight": D x 1 x P x P}  (architecture "alpha_conv")
+    object_guided.safetensors          the guide's state_dict     (architecture "object_guided")
+    focus_clip.json                    format version, architecture, image size, input normalisation
 
 The CLIP part loads with plain `transformers.CLIPModel.from_pretrained` too (as RGB-only CLIP).
 """
@@ -21,7 +22,7 @@ from transformers import CLIPModel
 from fcdata.errors import UserError
 
 from fcdata.transforms import ALPHA_MEAN, ALPHA_STD, CLIP_MEAN, CLIP_STD
-from fctrain.model import ALPHA_WEIGHTS, RGBAClip, save_alpha_embedding, write_directory_atomically
+from fctrain.model import RGBAClip, write_directory_atomically
 
 METADATA = "focus_clip.json"
 FORMAT = "focus-clip"
@@ -70,7 +71,7 @@ def export_model(model: RGBAClip, tokenizer, out_dir: Path, image_size: int, ove
     with write_directory_atomically(out_dir) as tmp:
         merged_clip(model).save_pretrained(tmp)  # safetensors
         tokenizer.save_pretrained(tmp)
-        save_alpha_embedding(model, tmp / ALPHA_WEIGHTS)
+        model.save_mask_module(tmp / model.mask_weights)
         metadata = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -82,7 +83,9 @@ def export_model(model: RGBAClip, tokenizer, out_dir: Path, image_size: int, ove
             "image_std": list(CLIP_STD),
             "alpha_mean": ALPHA_MEAN,
             "alpha_std": ALPHA_STD,
-            "alpha_weights": ALPHA_WEIGHTS,
+            "architecture": model.architecture,  # absent in older exports: alpha_conv
+            # "alpha_weights" is the older exports' name for the mask module's file.
+            ("alpha_weights" if model.architecture == "alpha_conv" else "mask_weights"): model.mask_weights,
         }
         # What this export wrote: a later export into the same folder replaces only these.
         metadata["files"] = sorted([str(p.relative_to(tmp)) for p in tmp.rglob("*") if not p.is_dir()] + [METADATA])

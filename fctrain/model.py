@@ -205,11 +205,7 @@ def rgba_vision_forward(model: RGBAClip, pixel_values: torch.Tensor, alpha: torc
     vision = clip.vision_model
     emb = vision.embeddings
     size = emb.image_size
-    if pixel_values.shape[-2:] != (size, size) or alpha.shape[-2:] != (size, size) or alpha.shape[1] != 1:
-        raise ValueError(
-            f"expected pixel_values B x 3 x {size} x {size} and alpha B x 1 x {size} x {size}, "
-            f"got {tuple(pixel_values.shape)} and {tuple(alpha.shape)}"
-        )
+    check_vision_inputs(size, pixel_values, alpha)
     dtype = emb.patch_embedding.weight.dtype
     patches = emb.patch_embedding(pixel_values.to(dtype)) + model.alpha_embedding(alpha.to(dtype))  # B x D x g x g
     patches = patches.flatten(2).transpose(1, 2)  # B x g*g x D
@@ -221,16 +217,33 @@ def rgba_vision_forward(model: RGBAClip, pixel_values: torch.Tensor, alpha: torc
     return clip.visual_projection(pooled)
 
 
+def check_vision_inputs(size: int, pixel_values: torch.Tensor, alpha: torch.Tensor) -> None:
+    if pixel_values.shape[-2:] != (size, size) or alpha.shape[-2:] != (size, size) or alpha.shape[1] != 1:
+        raise ValueError(
+            f"expected pixel_values B x 3 x {size} x {size} and alpha B x 1 x {size} x {size}, "
+            f"got {tuple(pixel_values.shape)} and {tuple(alpha.shape)}"
+        )
+
+
 class RGBAClip(nn.Module):
     """A CLIPModel (`self.clip`; a peft model wrapping it after `apply_lora`) whose vision tower
     also reads an alpha mask through `self.alpha_embedding`, a zero-initialised patch conv.
 
     `forward(pixel_values, alpha)` is `encode_image`, so DDP sees the trainable path.
+
+    The base of the model family (`model.architecture`): a subclass replaces the part that reads
+    the mask (`mask_module`, trained in full beside LoRA) and the vision forward, and keeps the
+    rest (fctrain.object_guided).
     """
+
+    architecture = "alpha_conv"
+    mask_weights = ALPHA_WEIGHTS  # the file the mask module is saved in, beside adapters and in exports
+    mask_title = "alpha conv"  # in the trainable-parameter summary
+    vision_forward = staticmethod(rgba_vision_forward)
 
     def __init__(self, clip: CLIPModel):
         super().__init__()
-        self.clip = clip
+        self._attach(clip)
         vision = clip.config.vision_config
         weight = clip.vision_model.embeddings.patch_embedding.weight
         self.alpha_embedding = nn.Conv2d(
@@ -239,10 +252,34 @@ class RGBAClip(nn.Module):
         )
         # Zero: the model equals CLIP at step 0 and training decides how much the alpha matters.
         nn.init.zeros_(self.alpha_embedding.weight)
+
+    def _attach(self, clip: CLIPModel) -> None:
+        self.clip = clip
         # The text tower never trains in this recipe (its embeddings are cached).
         clip.text_model.requires_grad_(False)
         clip.text_projection.requires_grad_(False)
-        self._vision_forward = rgba_vision_forward
+        self._vision_forward = type(self).vision_forward
+
+    @property
+    def mask_module(self) -> nn.Module:
+        """The part that reads the mask: trained in full (not through LoRA), saved in `mask_weights`."""
+        return self.alpha_embedding
+
+    def save_mask_module(self, path: Path) -> None:
+        save_alpha_embedding(self, path)
+
+    def load_mask_module(self, path: Path) -> None:
+        load_alpha_embedding(self, path)
+
+    @contextlib.contextmanager
+    def mask_off(self) -> Iterator[None]:
+        """The model without its mask path (the alpha conv zero): CLIP's vision tower with any LoRA."""
+        saved = self.alpha_embedding.weight.detach().clone()
+        self.alpha_embedding.weight.data.zero_()
+        try:
+            yield
+        finally:
+            self.alpha_embedding.weight.data.copy_(saved)
 
     @property
     def base_clip(self) -> CLIPModel:
@@ -279,7 +316,7 @@ class RGBAClip(nn.Module):
 
 
 def compile_vision(model: RGBAClip, **compile_kwargs) -> bool:
-    """torch.compile the vision forward (alpha conv + tower); False, with a warning, where
+    """torch.compile the vision forward (mask module + tower); False, with a warning, where
     torch.compile cannot run here. The text tower stays eager (its outputs are cached)."""
     try:
         supported = torch._dynamo.is_dynamo_supported()
@@ -288,7 +325,7 @@ def compile_vision(model: RGBAClip, **compile_kwargs) -> bool:
     if not supported:
         log.warning("model.compile: torch.compile is not supported on this platform/Python; running eagerly")
         return False
-    model._vision_forward = torch.compile(rgba_vision_forward, **compile_kwargs)
+    model._vision_forward = torch.compile(type(model).vision_forward, **compile_kwargs)
     return True
 
 
@@ -306,8 +343,8 @@ def vision_lora_pattern(targets: Sequence[str]) -> str:
 
 
 def apply_lora(model: RGBAClip, lora: LoraConfig, train_logit_scale: bool = False) -> RGBAClip:
-    """Put LoRA on `lora.targets` of every vision block and freeze everything but LoRA and the alpha
-    conv (and the logit scale if `train_logit_scale`). `model.clip` becomes the peft model."""
+    """Put LoRA on `lora.targets` of every vision block and freeze everything but LoRA and the mask
+    module (and the logit scale if `train_logit_scale`). `model.clip` becomes the peft model."""
     if model.peft_model is not None:
         raise ValueError("LoRA is already applied to this model")
     config = PeftLoraConfig(
@@ -338,26 +375,26 @@ def _quiet_peft() -> Iterator[None]:
 def _freeze_all_but_trainable(model: RGBAClip, train_logit_scale: bool) -> None:
     for name, param in model.clip.named_parameters():
         param.requires_grad_("lora_" in name)
-    model.alpha_embedding.requires_grad_(True)
+    model.mask_module.requires_grad_(True)
     model.logit_scale.requires_grad_(train_logit_scale)
 
 
 def save_adapters(model: RGBAClip, directory: Path) -> None:
-    """Write the trainable state: peft's adapter_config.json + adapter_model.safetensors and
-    alpha_embedding.safetensors. Atomicity is the caller's (checkpoints write to a temporary dir)."""
+    """Write the trainable state: peft's adapter_config.json + adapter_model.safetensors and the
+    mask module (`model.mask_weights`). Atomicity is the caller's (checkpoints write to a temporary dir)."""
     if model.peft_model is None:
         raise ValueError("the model has no LoRA adapters; call apply_lora first")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.peft_model.save_pretrained(str(directory))
-    save_alpha_embedding(model, directory / ALPHA_WEIGHTS)
+    model.save_mask_module(directory / model.mask_weights)
 
 
 def load_adapters(model: RGBAClip, directory: Path) -> RGBAClip:
     """Load what `save_adapters` wrote. A model with LoRA must have the same LoRA settings; a model
     without gets the saved adapters attached (trainable, as after `apply_lora`)."""
     directory = Path(directory)
-    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ALPHA_WEIGHTS):
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, model.mask_weights):
         if not (directory / name).is_file():
             raise UserError(f"{directory}: no {name}; not an adapter directory written by save_adapters")
     if model.peft_model is None:
@@ -379,7 +416,7 @@ def load_adapters(model: RGBAClip, directory: Path) -> RGBAClip:
         if missing or result.unexpected_keys:
             raise UserError(f"{directory}: adapter weights do not fit the model (missing {missing[:2]}, "
                             f"unexpected {list(result.unexpected_keys)[:2]})")
-    load_alpha_embedding(model, directory / ALPHA_WEIGHTS)
+    model.load_mask_module(directory / model.mask_weights)
     return model
 
 
@@ -398,17 +435,19 @@ def load_alpha_embedding(model: RGBAClip, path: Path) -> None:
 
 def parameter_counts(model: RGBAClip) -> dict[str, int]:
     """Parameter counts: total/trainable overall and of the vision tower (its transformer with any
-    LoRA, the visual projection and the alpha conv), and the LoRA and alpha-conv parts."""
+    LoRA, the visual projection and the mask module), and the LoRA and mask-module parts (the
+    latter under "alpha", the alpha conv's name in the default architecture)."""
     counts = dict.fromkeys(("total", "trainable", "vision", "vision_trainable", "lora", "alpha"), 0)
+    mask = {id(p) for p in model.mask_module.parameters()}
     for name, param in model.named_parameters():
         n = param.numel()
-        vision = "vision_model." in name or "visual_projection" in name or name.startswith("alpha_embedding")
+        vision = "vision_model." in name or "visual_projection" in name or id(param) in mask
         counts["total"] += n
         counts["trainable"] += n * param.requires_grad
         counts["vision"] += n * vision
         counts["vision_trainable"] += n * (vision and param.requires_grad)
         counts["lora"] += n * ("lora_" in name)
-        counts["alpha"] += n * name.startswith("alpha_embedding")
+        counts["alpha"] += n * (id(param) in mask)
     return counts
 
 
@@ -420,7 +459,7 @@ def trainable_summary(model: RGBAClip) -> str:
         f"trainable {c['trainable']:,} of {c['total']:,} parameters ({100 * c['trainable'] / c['total']:.2f}%); "
         f"vision tower: {_millions(c['vision_trainable'])} of {_millions(c['vision'])} "
         f"({100 * c['vision_trainable'] / c['vision']:.2f}%; LoRA {_millions(c['lora'])}, "
-        f"alpha conv {_millions(c['alpha'])})"
+        f"{model.mask_title} {_millions(c['alpha'])})"
     )
 
 
@@ -583,6 +622,18 @@ def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 # One call for the trainer
 
 
+def wrap_clip(clip: CLIPModel, architecture: str = "alpha_conv") -> RGBAClip:
+    """`clip` as the model of `architecture` (ModelConfig.architecture), its mask module at its
+    initial value."""
+    from fctrain.object_guided import ObjectGuidedClip  # it builds on this module
+
+    classes = {cls.architecture: cls for cls in (RGBAClip, ObjectGuidedClip)}
+    if architecture not in classes:
+        raise UserError(f"model.architecture {architecture!r}: choose from {', '.join(classes)}")
+    return classes[architecture](clip)
+
+
+
 def build_model(
     model_config: ModelConfig,
     lora: LoraConfig,
@@ -592,7 +643,7 @@ def build_model(
     pretrain: Callable[[CLIPModel, object], None] | None = None,
 ) -> tuple[RGBAClip, object]:
     """The model ready to train, and its tokenizer: CLIP (or the tiny model, created in `tiny_dir`
-    from `phrases` when absent) wrapped as RGBAClip, LoRA applied, checkpointing/compile per config."""
+    from `phrases` when absent) wrapped as `model_config.architecture` says, LoRA applied, checkpointing/compile per config."""
     source = model_config
     if model_config.name_or_path == "tiny":
         if tiny_dir is None:
@@ -604,10 +655,10 @@ def build_model(
             create_tiny_model(tiny_dir, phrases, image_size=model_config.image_size, seed=seed, pretrain=pretrain)
         source = replace(model_config, name_or_path=str(tiny_dir))
     clip, tokenizer = load_clip(source)
-    rgba = RGBAClip(clip)
-    alpha_file = Path(source.name_or_path) / ALPHA_WEIGHTS
-    if alpha_file.is_file():  # an exported or converted (e.g. Alpha-CLIP) model brings its alpha conv
-        load_alpha_embedding(rgba, alpha_file)
+    rgba = wrap_clip(clip, model_config.architecture)
+    mask_file = Path(source.name_or_path) / rgba.mask_weights
+    if mask_file.is_file():  # an exported or converted (e.g. Alpha-CLIP) model brings its mask module
+        rgba.load_mask_module(mask_file)
     with torch.random.fork_rng(devices=[]):  # LoRA's A matrices are random: same seed, same start
         torch.manual_seed(seed)
         model = apply_lora(rgba, lora)

@@ -104,10 +104,10 @@ def setup_runtime(config: TrainConfig) -> Runtime:
 
 
 def build_optimizer(model: RGBAClip, optim: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters: LoRA (weight decay), the alpha conv (alpha_lr_multiplier
-    times the learning rate, no decay: it starts at zero and decay would pull it back) and the
-    logit scale if it trains."""
-    alpha = [p for p in model.alpha_embedding.parameters() if p.requires_grad]
+    """AdamW over the trainable parameters: LoRA (weight decay), the mask module (the alpha conv or
+    object_guided's paths; alpha_lr_multiplier times the learning rate, no decay: it starts at or
+    ends in zero and decay would pull it back) and the logit scale if it trains."""
+    alpha = [p for p in model.mask_module.parameters() if p.requires_grad]
     alpha_ids = {id(p) for p in alpha}
     scale = [model.logit_scale] if model.logit_scale.requires_grad else []
     lora = [p for p in model.parameters() if p.requires_grad and id(p) not in alpha_ids and p is not model.logit_scale]

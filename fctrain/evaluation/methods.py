@@ -53,15 +53,11 @@ _SHARED_VIEWS = ("whole_image", "alpha_whole")  # one input per image, whatever 
 
 @contextmanager
 def base_weights(model: RGBAClip) -> Iterator[None]:
-    """The model as it was before training: LoRA adapters off, alpha conv zero (= plain CLIP)."""
-    saved = model.alpha_embedding.weight.detach().clone()
-    model.alpha_embedding.weight.data.zero_()
+    """The model as it was before training: LoRA adapters off, its mask module off (the alpha conv
+    zero, or object_guided's zero projection: = plain CLIP, either architecture)."""
     adapters = model.peft_model.disable_adapter() if model.peft_model is not None else nullcontext()
-    try:
-        with adapters:
-            yield
-    finally:
-        model.alpha_embedding.weight.data.copy_(saved)
+    with model.mask_off(), adapters:
+        yield
 
 
 def check_methods(methods: tuple[str, ...], known: tuple[str, ...] = tuple(METHODS)) -> None:
