@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import CLIPModel
 
-import fctrain.export
 from floats import assert_different, assert_same
 from fcdata.errors import UserError
 from fcdata.transforms import CLIP_MEAN, center_crop, letterbox, normalize_alphas, normalize_images
@@ -106,14 +105,14 @@ def test_failed_export_leaves_no_half_written_directory(trained, tmp_path, monke
     def files() -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
-    monkeypatch.setattr(fctrain.export, "save_alpha_embedding", explode)
+    monkeypatch.setattr(RGBAClip, "save_mask_module", explode)
     with pytest.raises(RuntimeError, match="disk full"):
         export_model(model, tokenizer, out, image_size=SIZE)
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
     export_model(model, tokenizer, out, image_size=SIZE)  # the earlier export
     before = files()
-    monkeypatch.setattr(fctrain.export, "save_alpha_embedding", explode)
+    monkeypatch.setattr(RGBAClip, "save_mask_module", explode)
     with pytest.raises(RuntimeError):
         export_model(model, tokenizer, out, image_size=SIZE)
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and files() == before
