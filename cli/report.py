@@ -8,8 +8,6 @@ from pathlib import Path
 def eval_table(report):
     from rich.table import Table
 
-    from fctrain.evaluation.regions import METHOD_TITLES
-
     any_row = next(iter(report.results.values()))
     chance = any_row.get("box_chance", float("nan"))
     table = Table(
@@ -25,7 +23,7 @@ def eval_table(report):
     for title, _ in columns:
         table.add_column(title, justify="right")
     for method, row in report.results.items():
-        table.add_row(METHOD_TITLES.get(method, method), *(f"{row.get(key, float('nan')):.3f}" for _, key in columns))
+        table.add_row(report.title(method), *(f"{row.get(key, float('nan')):.3f}" for _, key in columns))
     return table
 
 

@@ -8,6 +8,7 @@ settings (64 px, LoRA lr 5e-4, alpha conv 4x) are the ones this pipeline was mea
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,14 +32,14 @@ class DemoResult:
     evaluation: EvalReport
 
 
-def demo_train_config(options: DemoOptions, shard_dir: Path) -> TrainConfig:
+def demo_train_config(options: DemoOptions, shard_dir: Path, *overrides: str) -> TrainConfig:
     workers = min(2, options.workers) if options.workers else 2
     return load_config(None, [
         f'data.shards="{shard_dir}"', f'run.out_dir="{options.out_dir / "run"}"', f"run.steps={options.steps}",
         f"run.seed={options.seed}", f"data.seed={options.seed}", 'model.name_or_path="tiny"', "model.image_size=64",
         f"model.tiny_pretrain_steps={options.pretrain_steps}", "data.batch_size=64", f"data.workers={workers}",
         "optim.lr=5e-4", "optim.alpha_lr_multiplier=4", "optim.warmup_steps=30", "run.log_every=25",
-        "run.val_every=100", "run.val_batches=5", f"checkpoint.every_steps={options.steps}",
+        "run.val_every=100", "run.val_batches=5", f"checkpoint.every_steps={options.steps}", *overrides,
     ])
 
 
@@ -62,5 +63,24 @@ def run_demo(
     from fctrain.checkpoint import load_trained
 
     model, tokenizer, _ = load_trained(config.run.out_dir)
-    report = evaluate(model, tokenizer, EvalOptions(shards=str(shard_dir), max_images=options.eval_images), model.logit_scale.device, eval_progress)
+    eval_options = EvalOptions(shards=str(shard_dir), max_images=options.eval_images)
+    report = evaluate(model, tokenizer, eval_options, model.logit_scale.device, eval_progress)
+    if options.object_guided:
+        report.results["focus_object_guided"] = _object_guided_row(options, shard_dir, config, eval_options, train_progress)
     return DemoResult(vg_root, shard_dir, synth, shards, training, report)
+
+
+def _object_guided_row(options: DemoOptions, shard_dir: Path, first: TrainConfig, eval_options: EvalOptions, progress) -> dict:
+    """The focus row of the object_guided architecture, fine-tuned from the first run's tiny CLIP
+    (its pretraining is not repeated) with the same recipe, in OUT/run-object-guided."""
+    from fctrain.checkpoint import load_trained
+
+    tiny = Path(first.run.out_dir) / "tiny-model"
+    config = demo_train_config(
+        options, shard_dir, f'run.out_dir="{options.out_dir / "run-object-guided"}"', f'model.name_or_path="{tiny}"',
+        'model.architecture="object_guided"',
+    )
+    train(config, progress, overwrite=True)
+    model, tokenizer, _ = load_trained(config.run.out_dir)
+    focus_only = dataclasses.replace(eval_options, methods=("focus",))
+    return evaluate(model, tokenizer, focus_only, model.logit_scale.device).results["focus"]

@@ -48,6 +48,7 @@ from fctrain.prompts import attention_bias_features, patch_bias, visual_prompt
 METHOD_TITLES = {  # short: the table must fit an 80-column terminal
     "focus": "Focus-CLIP (box)",
     "focus_mask": "Focus-CLIP (mask)",
+    "focus_object_guided": "Obj-guided (box)",  # fc demo --object-guided: a second model's focus row
     "untrained": "untrained (=CLIP)",
     "whole_image": "CLIP whole image",
     "crop": "CLIP crop",
@@ -80,6 +81,13 @@ class EvalReport:
     examples: list[dict] = field(default_factory=list)  # box selections of the focus method, for pictures
     skipped: dict[str, int] = field(default_factory=dict)  # unreadable shards and samples, by reason
     example_images: dict[int, EvalImage] = field(default_factory=dict, repr=False)  # their images; not in JSON
+    architecture: str = "alpha_conv"  # the evaluated model's (ModelConfig.architecture): its focus rows' titles
+
+    def title(self, method: str) -> str:
+        title = METHOD_TITLES.get(method, method)
+        if method in ("focus", "focus_mask") and self.architecture == "object_guided":
+            return title.replace("Focus-CLIP", "Obj-guided")
+        return title
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -272,5 +280,5 @@ def evaluate(model: RGBAClip, tokenizer, options: EvalOptions, device: torch.dev
     return EvalReport(
         images=len(images), regions=len(phrases), results=results, regions_with_mask=with_mask, examples=examples,
         skipped=dict(sorted(handler.counts.items())),
-        example_images={e["image_id"]: by_id[e["image_id"]] for e in examples},
+        example_images={e["image_id"]: by_id[e["image_id"]] for e in examples}, architecture=model.architecture,
     )

@@ -216,3 +216,19 @@ def test_train_resume_and_eval_with_the_object_guided_architecture(shard_dir, tm
     report = evaluate(model, tokenizer, EvalOptions(shards=str(shard_dir), split="train", max_images=6, methods=("focus", "untrained")), torch.device("cpu"))
     assert set(report.results) == {"focus", "untrained"} and report.regions > 0
     assert 0 <= report.results["focus"]["box_accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_demo_adds_the_object_guided_row_on_request(tmp_path):
+    """fc demo --object-guided fine-tunes the second architecture from the same tiny CLIP and its
+    focus row joins the table, titled as object-guided."""
+    from fctrain.config import DemoOptions
+    from fctrain.demo import run_demo
+
+    result = run_demo(DemoOptions(out_dir=tmp_path, images=40, steps=4, pretrain_steps=4, eval_images=4, workers=1, object_guided=True))
+    rows = result.evaluation.results
+    assert {"focus", "focus_object_guided", "whole_image"} <= set(rows)
+    assert 0 <= rows["focus_object_guided"]["box_accuracy"] <= 1
+    assert result.evaluation.title("focus_object_guided") == "Obj-guided (box)"
+    assert (tmp_path / "run-object-guided" / "checkpoints" / "step-0000004" / GUIDE_WEIGHTS).is_file()
+    assert not (tmp_path / "run-object-guided" / "tiny-model").exists()  # the first run's pretrained CLIP, reused
