@@ -5,6 +5,10 @@ activation checkpointing, a cache of the frozen text tower's caption embeddings)
 Alpha-CLIP's design: a second patch-embedding conv reads the alpha mask (1 = the region) and its
 output is added to the RGB patch embedding before the class token, positional embedding and
 pre-LayerNorm. It starts at zero, so at step 0 the model is exactly CLIP.
+
+RGBAClip is also the base of the model family chosen by `model.architecture`: the second member,
+Object-Guided CLIP (fctrain.object_guided), replaces the alpha conv by its own mask module and
+vision forward; LoRA, freezing, saving and loading here work on either through `mask_module`.
 """
 
 from __future__ import annotations

@@ -232,3 +232,9 @@ def test_demo_adds_the_object_guided_row_on_request(tmp_path):
     assert result.evaluation.title("focus_object_guided") == "Obj-guided (box)"
     assert (tmp_path / "run-object-guided" / "checkpoints" / "step-0000004" / GUIDE_WEIGHTS).is_file()
     assert not (tmp_path / "run-object-guided" / "tiny-model").exists()  # the first run's pretrained CLIP, reused
+
+
+def test_an_unknown_architecture_is_one_line():
+    """A mistyped model.architecture is refused naming the choices, before anything is built."""
+    with pytest.raises(UserError, match="alpha_conv, object_guided"):
+        load_config(None, ['model.architecture="object-guided"'])
