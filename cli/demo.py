@@ -19,7 +19,7 @@ def demo(
     steps: Annotated[int, typer.Option(help="Fine-tuning steps.", min=1)] = _DEFAULTS.steps,
     workers: Workers = _DEFAULTS.workers,
     object_guided: Annotated[bool, typer.Option(
-        "--object-guided", help="Also fine-tune the Object-Guided architecture on the same tiny CLIP and add its row (~+1.5 min)."
+        "--object-guided", help="Also fine-tune the Object-Guided architecture on the same tiny CLIP and add its row (one more fine-tuning run: the steps again, no pretraining)."
     )] = _DEFAULTS.object_guided,
 ) -> None:
     """Generate a Visual-Genome-format dataset (VG's quirks planted), shard it, pretrain a tiny
