@@ -16,7 +16,7 @@ from fctrain.evaluation.regions import evaluate
 from fctrain.export import METADATA, export_model
 from fctrain.model import (
     ALPHA_WEIGHTS, RGBAClip, apply_lora, build_model, create_tiny_model, load_adapters, load_clip, parameter_counts,
-    save_adapters,
+    save_adapters, set_gradient_checkpointing,
 )
 from fctrain.object_guided import GUIDE_WEIGHTS, ObjectGuidedClip
 from fctrain.train import train
@@ -106,6 +106,26 @@ def test_only_lora_and_the_guide_train_and_get_gradients(tiny_dir):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)  # A gets none while B is zero
     assert all(p.grad is None for n, p in model.named_parameters() if not p.requires_grad)
     assert parameter_counts(model)["alpha"] == sum(p.numel() for p in model.guide.parameters())
+
+
+def test_gradient_checkpointing_changes_nothing_for_the_guided_model(tiny_dir):
+    """The guided forward through checkpointed vision blocks gives the same output and gradients."""
+    model, _ = fresh(tiny_dir)
+    perturb(model)
+    model.train()
+    pixels, alpha = inputs()
+    results = []
+    for enabled in (False, True):
+        set_gradient_checkpointing(model, enabled)
+        model.zero_grad(set_to_none=True)
+        out = model(pixels, alpha)
+        out.square().sum().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}))
+    (out_off, grads_off), (out_on, grads_on) = results
+    assert_same(out_on, out_off)
+    assert grads_on.keys() == grads_off.keys()
+    for name in grads_off:  # each against its own scale: the guide's and LoRA's grads differ by orders of magnitude
+        assert_same(grads_on[name], grads_off[name], what=name)
 
 
 def test_adapters_round_trip_and_architectures_do_not_mix(tiny_dir, tmp_path):
