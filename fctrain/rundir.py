@@ -93,7 +93,12 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool = False)
 
 
 def check_checkpoint_config(path: Path, saved: dict, config: TrainConfig) -> None:
-    """A checkpoint's own config must define the same run as the config it is resumed with."""
+    """A checkpoint's own config must define the same run as the config it is resumed with.
+
+    A setting added after the checkpoint was written is absent from it; the run had the setting's
+    default, since new settings default to the earlier behaviour (model.architecture, say)."""
+    defaults = TrainConfig().to_dict()
+    saved = {section: {**defaults.get(section, {}), **values} for section, values in {**defaults, **saved}.items()}
     changed = differences(saved, config.to_dict())
     if changed:
         raise UserError(

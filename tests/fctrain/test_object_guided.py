@@ -277,3 +277,16 @@ def test_bf16_autocast_forward_and_backward_agree_with_float32(tiny_dir, device)
     out.float().square().sum().backward()
     grad = model.guide.object_path[0].weight.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_a_checkpoint_from_before_the_architecture_setting_resumes_as_alpha_conv(tmp_path):
+    """Checkpoints written before model.architecture existed lack it: they resume as alpha_conv
+    (what they were), and are refused for an object_guided run."""
+    from fctrain.rundir import check_checkpoint_config
+
+    config = load_config(None, [])
+    saved = config.to_dict()
+    del saved["model"]["architecture"]
+    check_checkpoint_config(tmp_path, saved, config)
+    with pytest.raises(UserError, match="model.architecture: 'alpha_conv' -> 'object_guided'"):
+        check_checkpoint_config(tmp_path, saved, load_config(None, ['model.architecture="object_guided"']))
