@@ -26,21 +26,9 @@ def make_trained_tiny(tmp_path_factory):
     training (so masks change its embeddings), and its tokenizer."""
 
     def make(phrases, image_size: int = 64):
-        import torch
+        from tiny_models import trained_tiny
 
-        from fctrain.config import LoraConfig, ModelConfig
-        from fctrain.model import RGBAClip, apply_lora, create_tiny_model, load_clip
-
-        tiny = create_tiny_model(tmp_path_factory.mktemp("tiny") / "model", phrases, image_size=image_size)
-        clip, tokenizer = load_clip(ModelConfig(name_or_path=str(tiny), image_size=image_size))
-        torch.manual_seed(0)
-        model = apply_lora(RGBAClip(clip), LoraConfig(rank=4, alpha=8.0)).eval()
-        generator = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if "lora_B" in name or name.startswith("alpha_embedding"):
-                    param.copy_(0.05 * torch.randn(param.shape, generator=generator))
-        return model, tokenizer
+        return trained_tiny(tmp_path_factory.mktemp("tiny"), phrases, image_size)
 
     return make
 
