@@ -40,7 +40,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -434,17 +434,22 @@ def _region_columns(table: pa.Table) -> tuple[pa.RecordBatch, Counter]:
     return pa.RecordBatch.from_arrays(columns, names=REGIONS_SCHEMA.names[:7]), drops
 
 
+def _image_records(records: list, field: str) -> Iterator[tuple[int, list]]:
+    """(image id, the record's `field` list) of each record that has both; others are skipped."""
+    for record in records:
+        if not isinstance(record, dict) or not isinstance(record.get(field), list):
+            continue
+        image_id = _first(record, "image_id", "id")
+        if isinstance(image_id, int) and not isinstance(image_id, bool):
+            yield image_id, record[field]
+
+
 def _object_rows(records: list) -> tuple[pa.RecordBatch, Counter]:
     """Python path: records -> OBJECTS_SCHEMA columns (names and synsets not yet cleaned)."""
     columns: list[list] = [[] for _ in OBJECTS_SCHEMA]
     appends = [column.append for column in columns]
-    for record in records:
-        if not isinstance(record, dict) or not isinstance(record.get("objects"), list):
-            continue
-        image_id = _first(record, "image_id", "id")
-        if not isinstance(image_id, int) or isinstance(image_id, bool):
-            continue
-        for obj in record["objects"]:
+    for image_id, items in _image_records(records, "objects"):
+        for obj in items:
             try:
                 values = (image_id, int(_first(obj, "object_id", "id"))) + tuple(
                     _number(obj[k]) for k in ("x", "y", "w", "h")
@@ -509,13 +514,8 @@ def _relation_rows(records: list) -> tuple[pa.RecordBatch, Counter]:
     """Python path: records -> the first _RELATION_RAW_COLUMNS of RELATIONS_SCHEMA, drops."""
     columns: list[list] = [[] for _ in range(_RELATION_RAW_COLUMNS)]
     drops: Counter[str] = Counter()
-    for record in records:
-        if not isinstance(record, dict) or not isinstance(record.get("relationships"), list):
-            continue
-        image_id = _first(record, "image_id", "id")
-        if not isinstance(image_id, int) or isinstance(image_id, bool):
-            continue
-        for relation in record["relationships"]:
+    for image_id, items in _image_records(records, "relationships"):
+        for relation in items:
             try:
                 relationship_id = _first(relation, "relationship_id", "id")
                 if not isinstance(relationship_id, int) or isinstance(relationship_id, bool):
