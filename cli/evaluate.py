@@ -69,6 +69,7 @@ def evaluate(
     from fc.report import benchmark_table, write_benchmark_outputs
     from fctrain.evaluation import imagenet_s, rec
     from fctrain.evaluation.common import load_eval_model
+    from fctrain.evaluation.methods import needs_masks
 
     common = dict(max_images=max_images or 0, batch_size=batch_size, workers=workers)
     # The data is read and checked first: a wrong path or split fails before the model loads.
@@ -79,7 +80,7 @@ def evaluate(
     else:
         if split is None:
             raise UserError(f"--benchmark {benchmark} needs --split (val, testA, testB or test)")
-        defaults = tuple(m for m in rec.DEFAULT_METHODS if not (proposals and m == "alpha_mask"))
+        defaults = tuple(m for m in rec.DEFAULT_METHODS if not (proposals and needs_masks(m)))
         options = rec.RecOptions(dataset=benchmark, data_dir=data, split=split, images_dir=images, proposals=proposals,
                                  methods=chosen or defaults, subtract=subtract, **common)
         prepared = rec.read_split(options)

@@ -253,7 +253,9 @@ class DemoOptions:
 
 
 # The rows of `fc eval`: the fine-tuned model, CLIP itself, and training-free prompts (fctrain.prompts).
-EVAL_METHODS = ("focus", "focus_mask", "untrained", "whole_image", "crop", "blur", "grayscale", "red_outline", "attention_bias")
+# Each box prompt sits beside its mask version (crop to the mask's box, blur / gray outside the mask).
+EVAL_METHODS = ("focus", "focus_mask", "untrained", "whole_image", "crop", "crop_mask", "blur", "blur_mask", "grayscale", "grayscale_mask",
+                "red_outline", "attention_bias")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@
 - The metric: the mean over classes of per-class top-1 and top-5 (ties: a random pick).
 
 Alpha rows: alpha_mask / alpha_box / alpha_whole are the mask / box / whole-image rows of
-Alpha-CLIP's table; the other methods prompt plain CLIP with the mask's box.
+Alpha-CLIP's table; the other methods prompt plain CLIP with the mask's box, and their *_mask
+versions with the mask itself (blur / gray outside the mask).
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ import torch
 
 from fcdata.errors import UserError
 from fctrain.evaluation.common import EvalProgress, NoProgress, check_positive, prefetched
-from fctrain.evaluation.methods import GEOMETRIES, METHODS, Region, Tower, check_methods
+from fctrain.evaluation.methods import GEOMETRIES, METHODS, Region, Tower, check_methods, views_of
 from fctrain.evaluation.scoring import text_features, tie_aware_rank
 
 CATEGORIES_FILE = "ImageNetS_categories_im919.txt"
-DEFAULT_METHODS = ("alpha_mask", "alpha_box", "alpha_whole", "whole_image", "crop", "blur", "red_circle", "grayscale", "falip")
+# Box prompts beside their mask versions; crop_mask is left out: the region's box is its mask's box,
+# so it equals crop here.
+DEFAULT_METHODS = ("alpha_mask", "alpha_box", "alpha_whole", "whole_image", "crop", "blur", "blur_mask", "red_circle", "grayscale",
+                   "grayscale_mask", "falip")
 TEMPLATE = "a photo of a {}."
 IGNORE_ID = 1000
 _WNID = re.compile(r"^n\d{8}$")
@@ -188,7 +192,7 @@ def evaluate_imagenet_s(model, tokenizer, options: ImageNetSOptions, progress: E
     wnids, names, names_source, items, counts = data.wnids, data.names, data.names_source, data.items, data.counts
     data_dir = Path(options.data_dir)
     progress = progress or NoProgress()
-    views = tuple(dict.fromkeys(v for m in options.methods for v in METHODS[m]))
+    views = views_of(options.methods)
     tower = Tower(model, options.batch_size, options.workers)
     with torch.inference_mode():
         classes = text_features(model, tokenizer, [TEMPLATE.format(n) for n in names], options.batch_size, tower.device)

@@ -9,7 +9,12 @@ off and the alpha conv zero, i.e. CLIP itself for a training run):
     whole_image                          base; the image alone (ignores the region: chance in REC)
     crop, blur, grayscale, red_circle,   base; visual prompts (fctrain.prompts), blur at ReCLIP's radius
     red_outline
+    crop_mask, blur_mask, grayscale_mask base; the same prompts with the region's mask instead of its
+                                         box (Alpha-CLIP's baselines; blur_mask is FGVP's blur-reverse-
+                                         mask): crop to the mask's box, blur / gray outside the mask
     falip                                base; FALIP's attention bias (fctrain.prompts.falip_bias)
+    attention_bias                       base; this project's patch bias (fctrain.prompts.patch_bias)
+    untrained                            the evaluated model on its base weights with the box alpha
 
 Every view goes through the benchmark's geometry (fcdata.transforms: letterbox, squash or
 alpha_clip_center_crop) with its alpha, so a box and its pixels never part. An image's views are built
@@ -32,21 +37,38 @@ import torch.nn.functional as F
 from fcdata.errors import UserError
 from fcdata.transforms import alpha_clip_center_crop, center_crop_box, letterbox, normalize_alphas, normalize_images, squash
 from fctrain.model import RGBAClip
-from fctrain.prompts import IMAGE_PROMPTS, RECLIP_BLUR_RADIUS, attention_bias_features, falip_bias, prompt_background, visual_prompt
+from fctrain.prompts import IMAGE_PROMPTS, RECLIP_BLUR_RADIUS, attention_bias_features, falip_bias, patch_bias, prompt_background, visual_prompt
 
+# Weights a view runs on: "trained" (the model, alpha in), "untrained" (the same path with LoRA and
+# the mask module off) or "base" (plain CLIP's tower, with attention biases where the view has them).
 VIEW_WEIGHTS = {
-    "alpha_box": "trained", "alpha_mask": "trained", "alpha_whole": "trained",
-    "whole_image": "base", "crop": "base", "blur": "base", "grayscale": "base", "red_circle": "base", "red_outline": "base", "falip": "base",
+    "alpha_box": "trained", "alpha_mask": "trained", "alpha_whole": "trained", "untrained": "untrained",
+    "whole_image": "base", "crop": "base", "blur": "base", "grayscale": "base", "red_circle": "base", "red_outline": "base",
+    "crop_mask": "base", "blur_mask": "base", "grayscale_mask": "base", "falip": "base", "attention_bias": "base",
 }
-METHODS: dict[str, tuple[str, ...]] = {  # method -> the views whose scores it sums
+MASK_VIEWS = ("alpha_mask", "crop_mask", "blur_mask", "grayscale_mask")  # need Region.mask
+_MASK_PROMPTS = {"crop_mask": "crop", "blur_mask": "blur", "grayscale_mask": "grayscale"}  # view -> its box prompt
+# Every method of every benchmark -> the views whose scores it sums; one table, so a name means one
+# thing wherever it is used. VG regions offers fctrain.config.EVAL_METHODS (its historical names:
+# focus = alpha_box), REC and ImageNet-S offer BENCHMARK_METHODS.
+METHODS: dict[str, tuple[str, ...]] = {
     "alpha_mask": ("alpha_mask",), "alpha_box": ("alpha_box",), "alpha_whole": ("alpha_whole",),
+    "focus": ("alpha_box",), "focus_mask": ("alpha_mask",), "untrained": ("untrained",),
     "whole_image": ("whole_image",), "crop": ("crop",), "blur": ("blur",), "crop_blur": ("crop", "blur"),
-    "grayscale": ("grayscale",), "red_circle": ("red_circle",), "red_outline": ("red_outline",), "falip": ("falip",),
+    "grayscale": ("grayscale",), "red_circle": ("red_circle",), "red_outline": ("red_outline",),
+    "crop_mask": ("crop_mask",), "blur_mask": ("blur_mask",), "crop_blur_mask": ("crop_mask", "blur_mask"),
+    "grayscale_mask": ("grayscale_mask",), "falip": ("falip",), "attention_bias": ("attention_bias",),
 }
+BENCHMARK_METHODS = ("alpha_mask", "alpha_box", "alpha_whole", "whole_image", "crop", "blur", "crop_blur", "grayscale",
+                     "red_circle", "red_outline", "crop_mask", "blur_mask", "crop_blur_mask", "grayscale_mask", "falip")
 METHOD_TITLES = {  # short: tables must fit an 80-column terminal
     "alpha_mask": "model, mask alpha", "alpha_box": "model, box alpha", "alpha_whole": "model, whole alpha",
+    "focus": "Focus-CLIP (box)", "focus_mask": "Focus-CLIP (mask)", "untrained": "untrained (=CLIP)",
+    "focus_object_guided": "Obj-guided (box)",  # fc demo --object-guided: a second model's focus row
     "whole_image": "CLIP whole image", "crop": "CLIP crop", "blur": "CLIP blur outside", "crop_blur": "CLIP crop+blur",
-    "grayscale": "CLIP gray outside", "red_circle": "CLIP red circle", "red_outline": "CLIP red box", "falip": "CLIP FALIP",
+    "grayscale": "CLIP gray outside", "red_circle": "CLIP red circle", "red_outline": "CLIP red box",
+    "crop_mask": "CLIP crop mask box", "blur_mask": "CLIP blur outs. mask", "crop_blur_mask": "CLIP crop+blur mask",
+    "grayscale_mask": "CLIP gray outs. mask", "falip": "CLIP FALIP", "attention_bias": "CLIP attn bias",
 }
 _SHARED_VIEWS = ("whole_image", "alpha_whole")  # one input per image, whatever the region
 
@@ -60,7 +82,16 @@ def base_weights(model: RGBAClip) -> Iterator[None]:
         yield
 
 
-def check_methods(methods: tuple[str, ...], known: tuple[str, ...] = tuple(METHODS)) -> None:
+def views_of(methods: tuple[str, ...]) -> tuple[str, ...]:
+    """The distinct views the methods sum, in first-use order."""
+    return tuple(dict.fromkeys(v for m in methods for v in METHODS[m]))
+
+
+def needs_masks(method: str) -> bool:
+    return any(v in MASK_VIEWS for v in METHODS[method])
+
+
+def check_methods(methods: tuple[str, ...], known: tuple[str, ...] = BENCHMARK_METHODS) -> None:
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise UserError(f"unknown method {unknown[0]!r}; known here: {', '.join(known)}")
@@ -112,48 +143,83 @@ class ViewInputs:
     biases: np.ndarray | None  # N x (1 + g*g) float32 class-row attention biases (falip), else None
 
 
-def _pixel_box(box, width: int, height: int) -> tuple[int, int, int, int]:
+def pixel_box(box, width: int, height: int) -> tuple[int, int, int, int]:
     """Integer box inside the image, at least one pixel (PIL rounds float crops the same way)."""
     x0, y0 = min(max(round(box[0]), 0), width - 1), min(max(round(box[1]), 0), height - 1)
     return x0, y0, max(min(round(box[2]), width), x0 + 1), max(min(round(box[3]), height), y0 + 1)
 
 
+@dataclass(frozen=True)
+class PromptSettings:
+    """The knobs of the training-free prompts, fixed per benchmark."""
+
+    blur_radius: float | None = RECLIP_BLUR_RADIUS  # blur's Gaussian radius; None = 2% of the long side (VG regions)
+    attention_strength: float = 0.2  # attention_bias's peak logit bias
+
+
 def build_views(image: np.ndarray, regions: list[Region], view: str, geometry: Geometry, size: int, grid: int,
-                blur_radius: float = RECLIP_BLUR_RADIUS) -> ViewInputs:
+                settings: PromptSettings = PromptSettings()) -> ViewInputs:
     """The model inputs of `view` for each region of one image (one input for shared views)."""
     from PIL import Image
 
     height, width = image.shape[:2]
-    boxes = [_pixel_box(r.box, width, height) for r in regions]
+    boxes = [pixel_box(r.box, width, height) for r in regions]
     ones = np.full((1, height, width), 255, np.uint8)
-    pictures = []
+    none = np.zeros((len(regions), size, size), np.uint8)
     if view in _SHARED_VIEWS:
         picture, alpha = geometry.apply(image, ones, size)
         return ViewInputs(picture[None], alpha, None)
-    if view in ("alpha_box", "alpha_mask"):
+    if view in MASK_VIEWS:
+        missing = [r for r in regions if r.mask is None]
+        if missing:
+            raise UserError(f"{view} needs segmentation masks, which these proposals do not have")
+    if view in ("alpha_box", "alpha_mask", "untrained"):
         masks = np.zeros((len(regions), height, width), np.uint8)
         for k, (region, (x0, y0, x1, y1)) in enumerate(zip(regions, boxes)):
             if view == "alpha_mask":
-                if region.mask is None:
-                    raise UserError("alpha_mask needs segmentation masks, which these proposals do not have")
                 masks[k] = region.mask
             else:
                 masks[k, y0:y1, x0:x1] = 255
         picture, alpha = geometry.apply(image, masks, size)
         return ViewInputs(np.repeat(picture[None], len(regions), 0), alpha, None)
-    if view == "falip":
+    if view in ("falip", "attention_bias"):
         picture, _ = geometry.apply(image, ones[:0], size)
         model_boxes = geometry.map_boxes(np.array([r.box for r in regions]), width, height, size)
-        biases = falip_bias(model_boxes, grid, size).numpy()
-        return ViewInputs(np.repeat(picture[None], len(regions), 0), np.zeros((len(regions), size, size), np.uint8), biases)
-    if view not in IMAGE_PROMPTS:
+        if view == "falip":
+            biases = falip_bias(model_boxes, grid, size)
+        else:
+            biases = patch_bias(model_boxes, grid, size, settings.attention_strength)
+        return ViewInputs(np.repeat(picture[None], len(regions), 0), none, biases.numpy())
+    prompt = _MASK_PROMPTS.get(view, view)
+    if prompt not in IMAGE_PROMPTS:
         raise UserError(f"unknown view {view!r}; known: {', '.join(VIEW_WEIGHTS)}")
     pil = Image.fromarray(image)
-    background = prompt_background(view, pil, blur_radius)  # one blur / gray copy per image, not per box
-    for box in boxes:
-        shown = np.asarray(visual_prompt(view, pil, box, blur_radius, background))
+    background = prompt_background(prompt, pil, settings.blur_radius)  # one blur / gray copy per image, not per box
+    pictures = []
+    for region, box in zip(regions, boxes):
+        if view == "crop_mask":
+            shown = np.asarray(visual_prompt("crop", pil, mask_box(region.mask, box)))
+        elif view in _MASK_PROMPTS:
+            shown = outside_mask(image, np.asarray(background), region.mask)
+        else:
+            shown = np.asarray(visual_prompt(view, pil, box, settings.blur_radius, background))
         pictures.append(geometry.apply(np.ascontiguousarray(shown), ones[:0], size)[0])
-    return ViewInputs(np.stack(pictures), np.zeros((len(boxes), size, size), np.uint8), None)
+    return ViewInputs(np.stack(pictures), none, None)
+
+
+def mask_box(mask: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """The bounding box (x0, y0, x1, y1, exclusive) of a mask's pixels; `box` for an empty mask."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return box
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def outside_mask(image: np.ndarray, background: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The image inside the mask and `background` outside, blended by a graded mask's weight (a
+    0/255 mask gives exactly one or the other, as the box prompts paste their box)."""
+    weight = mask[..., None].astype(np.float32) / 255
+    return (image * weight + background * (1 - weight)).round().astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------- the tower
@@ -167,12 +233,14 @@ class BuiltViews:
 
 
 class Tower:
-    """Runs views through the model in batches: `trained` views with their alpha, `base` views on
-    the base weights with their attention biases (zero elsewhere), all in float on `device`."""
+    """Runs views through the model in batches: `trained` views with their alpha, `untrained` ones
+    the same way on the base weights, `base` views through plain CLIP's tower with their attention
+    biases (zero elsewhere), all in float on `device`."""
 
-    def __init__(self, model: RGBAClip, batch_size: int, workers: int = 0):
+    def __init__(self, model: RGBAClip, batch_size: int, workers: int = 0, settings: PromptSettings = PromptSettings()):
         self.model = model.eval()
         self.batch_size = batch_size
+        self.settings = settings
         self.device = model.logit_scale.device
         self.size = model.image_size
         config = model.base_clip.config.vision_config
@@ -188,13 +256,13 @@ class Tower:
         """The CPU half of encode_images (views built in the thread pool); safe to run in a
         background thread while `run` keeps the model busy with the previous items."""
         jobs = [(i, view) for i in range(len(items)) for view in views]
-        inputs = list(self.pool.map(lambda job: build_views(*items[job[0]], job[1], geometry, self.size, self.grid), jobs))
+        inputs = list(self.pool.map(lambda job: build_views(*items[job[0]], job[1], geometry, self.size, self.grid, self.settings), jobs))
         return BuiltViews(jobs, inputs, [len(regions) for _, regions in items])
 
     def run(self, built: BuiltViews) -> list[dict[str, torch.Tensor]]:
         """The model half of encode_images: features grouped back by item and view."""
         out: list[dict[str, torch.Tensor]] = [{} for _ in built.region_counts]
-        for weights in ("trained", "base"):
+        for weights in ("trained", "untrained", "base"):
             chosen = [(job, inputs) for job, inputs in zip(built.jobs, built.inputs) if VIEW_WEIGHTS[job[1]] == weights]
             if not chosen:
                 continue
@@ -214,11 +282,11 @@ class Tower:
             length = 1 + self.grid * self.grid
             biases = np.concatenate([i.biases if i.biases is not None else np.zeros((len(i.pictures), length), np.float32) for i in inputs])
         rows = []
-        with torch.inference_mode(), (base_weights(self.model) if weights == "base" else nullcontext()):
+        with torch.inference_mode(), (nullcontext() if weights == "trained" else base_weights(self.model)):
             for start in range(0, len(pictures), self.batch_size):
                 stop = start + self.batch_size
                 pixels = normalize_images(torch.from_numpy(pictures[start:stop]).to(self.device).permute(0, 3, 1, 2))
-                if weights == "trained":
+                if weights != "base":
                     alpha = normalize_alphas(torch.from_numpy(alphas[start:stop]).to(self.device)[:, None])
                     rows.append(self.model.encode_image(pixels, alpha).float())
                 else:

@@ -31,11 +31,13 @@ import torch
 from fcdata.errors import UserError
 from fcdata.plain_pickle import load_plain_pickle
 from fctrain.evaluation.common import EvalProgress, NoProgress, check_positive, prefetched
-from fctrain.evaluation.methods import GEOMETRIES, METHODS, Region, Tower, check_methods
+from fctrain.evaluation.methods import GEOMETRIES, METHODS, Region, Tower, check_methods, needs_masks, views_of
 from fctrain.evaluation.scoring import box_iou, text_features, tie_aware_hit
 
 DATASETS = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}  # dataset -> the refs file's splitBy
-DEFAULT_METHODS = ("alpha_box", "alpha_mask", "whole_image", "crop", "blur", "crop_blur", "red_circle", "grayscale", "falip")
+# Each box prompt beside its mask version (the annotation's COCO segmentation: Alpha-CLIP's baselines).
+DEFAULT_METHODS = ("alpha_box", "alpha_mask", "whole_image", "crop", "crop_mask", "blur", "blur_mask", "crop_blur", "crop_blur_mask",
+                   "red_circle", "grayscale", "grayscale_mask", "falip")
 IOU_THRESHOLD = 0.5  # strictly greater, as ReCLIP
 TEXT_PROMPT = "a photo of {}"
 
@@ -213,8 +215,9 @@ def read_split(options: RecOptions) -> tuple[list[RecImage], Counter]:
     """Check the options and read the split (before any model is loaded, so bad input fails fast)."""
     check_methods(options.methods)
     check_positive(batch_size=options.batch_size, bank_size=options.bank_size)
-    if options.proposals and "alpha_mask" in options.methods:
-        raise UserError("alpha_mask needs the ground-truth setting (COCO segmentations); detector proposals have no masks: drop it from --methods")
+    masked = [m for m in options.methods if needs_masks(m)]
+    if options.proposals and masked:
+        raise UserError(f"{masked[0]} needs the ground-truth setting (COCO segmentations); detector proposals have no masks: drop {', '.join(masked)} from --methods")
     images, counts = split_images(options)
     if not images:
         raise UserError(f"{options.dataset} {options.split}: no expressions to evaluate")
@@ -227,7 +230,7 @@ def evaluate_rec(model, tokenizer, options: RecOptions, progress: EvalProgress |
     images, counts = split or read_split(options)
     progress = progress or NoProgress()
     images_dir = Path(options.images_dir or Path(options.data_dir) / "train2014")
-    views = tuple(dict.fromkeys(v for m in options.methods for v in METHODS[m]))
+    views = views_of(options.methods)
     tower = Tower(model, options.batch_size, options.workers)
     texts = [TEXT_PROMPT.format(sentence) for image in images for sentence, _ in image.expressions]
     first_text = np.cumsum([0] + [len(image.expressions) for image in images])  # image i's rows of `texts`
@@ -248,7 +251,7 @@ def evaluate_rec(model, tokenizer, options: RecOptions, progress: EvalProgress |
                 skips["images_missing"] += 1
                 skips["expressions_skipped"] += len(image.expressions)
                 continue
-            regions = _regions(image, pixels, "alpha_mask" in views, skips)
+            regions = _regions(image, pixels, any(needs_masks(m) for m in options.methods), skips)
             if regions is not None:
                 items.append((index, pixels, regions))
         return items, tower.build([(pixels, regions) for _, pixels, regions in items], views, GEOMETRIES["squash"])

@@ -30,34 +30,19 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fcdata import guard, keys, masks
 from fcdata.errors import CountingHandler
 from fcdata.augment import NO_REAL_MASKS, SampleRegions, evaluation_regions, make_views, real_masks
 from fcdata.loader import phrase_key, resolve_shards
 from fcdata.options import LoaderOptions
-from fcdata.transforms import letterbox, normalize_alphas, normalize_images
-from fctrain.config import EVAL_METHODS as METHODS
+from fctrain.config import EVAL_METHODS
 from fctrain.config import EvalOptions
-from fctrain.evaluation.methods import base_weights
+from fctrain.evaluation.common import prefetched
+from fctrain.evaluation.methods import GEOMETRIES, METHOD_TITLES, BuiltViews, PromptSettings, Region, Tower, ViewInputs, check_methods, pixel_box, views_of
 from fctrain.evaluation.scoring import box_iou, text_features, tie_aware_hit, tie_aware_rank
 from fctrain.model import RGBAClip
-from fctrain.prompts import attention_bias_features, patch_bias, visual_prompt
-
-METHOD_TITLES = {  # short: the table must fit an 80-column terminal
-    "focus": "Focus-CLIP (box)",
-    "focus_mask": "Focus-CLIP (mask)",
-    "focus_object_guided": "Obj-guided (box)",  # fc demo --object-guided: a second model's focus row
-    "untrained": "untrained (=CLIP)",
-    "whole_image": "CLIP whole image",
-    "crop": "CLIP crop",
-    "blur": "CLIP blur outside",
-    "grayscale": "CLIP gray outside",
-    "red_outline": "CLIP red outline",
-    "attention_bias": "CLIP attn bias",
-}
-
+from fctrain.prompts import patch_bias
 
 @dataclass
 class EvalImage:
@@ -70,6 +55,7 @@ class EvalImage:
     phrases: list[str]
     objects: list[str]  # the VG object name of each region, "" if none
     mask_alphas: np.ndarray | None = None  # K x S x S uint8: real masks where the shard has them, else the box
+    mask_crops: list | None = None  # per region: its real mask (h x w uint8 crop, rect x0 y0 x1 y1 in stored pixels) or None
 
 
 @dataclass
@@ -129,55 +115,67 @@ def _eval_image(sample: dict, size: int, options: EvalOptions, view_options: Loa
         image_id=meta["image_id"], stored=stored, letterboxed=views.image, alphas=views.alphas,
         boxes=boxes, model_boxes=(boxes + shift) * size / side, phrases=views.phrases,
         objects=[(names[k][0].lower() if names[k] else "") for k in chosen],
-        mask_alphas=mask_alphas,
+        mask_alphas=mask_alphas, mask_crops=[real.crops.get(k) for k in chosen.tolist()],
     )
 
 
-def _encode(model: RGBAClip, pictures: list[np.ndarray], alphas: list[np.ndarray], batch_size: int, device) -> torch.Tensor:
-    """Normalised image features of (S x S x 3 uint8, S x S uint8 alpha) pairs."""
+# Views made from the loader's evaluation view (EvalImage.letterboxed and its alphas: the inputs the
+# model trained on); the visual prompts are drawn on the stored image by the shared tower.
+_FROM_EVAL_VIEW = ("alpha_box", "alpha_mask", "untrained", "whole_image", "attention_bias")
+IMAGES_PER_CHUNK = 16  # images whose views are built (in a background thread) and encoded together
+
+
+def stored_regions(image: EvalImage) -> list[Region]:
+    """The candidates in stored pixels, each with its real mask, or its box as a mask where it has
+    none (so a mask prompt equals its box prompt there, as focus_mask falls back to the box alpha)."""
+    width, height = image.stored.size
+    regions = []
+    for box, real in zip(image.boxes, image.mask_crops or [None] * len(image.boxes)):
+        mask = np.zeros((height, width), np.uint8)
+        if real is None:
+            x0, y0, x1, y1 = pixel_box(box, width, height)
+            mask[y0:y1, x0:x1] = 255
+        else:
+            crop, (x0, y0, x1, y1) = real
+            mask[y0:y1, x0:x1] = crop[: max(0, min(y1, height) - y0), : max(0, min(x1, width) - x0)]
+        regions.append(Region(tuple(float(v) for v in box), mask))
+    return regions
+
+
+def _eval_view_inputs(image: EvalImage, view: str, grid: int, strength: float) -> ViewInputs:
+    count, size = len(image.phrases), image.letterboxed.shape[0]
+    pictures = np.repeat(image.letterboxed[None], count, 0)
+    if view == "whole_image":
+        return ViewInputs(image.letterboxed[None], np.full((1, size, size), 255, np.uint8), None)
+    if view == "attention_bias":
+        return ViewInputs(pictures, np.zeros((count, size, size), np.uint8), patch_bias(image.model_boxes, grid, size, strength).numpy())
+    return ViewInputs(pictures, image.mask_alphas if view == "alpha_mask" else image.alphas, None)
+
+
+def region_features(method: str, model: RGBAClip, images: list[EvalImage], options: EvalOptions) -> torch.Tensor:
+    """R x D features of every candidate region under `method` (R = all regions; the sum of its
+    views' unit features), through the shared evaluation tower."""
+    views = views_of((method,))
+    drawn = tuple(v for v in views if v not in _FROM_EVAL_VIEW)
+    tower = Tower(model, options.batch_size, settings=PromptSettings(blur_radius=None, attention_strength=options.attention_strength))
+
+    def prepare(chunk: list[EvalImage]) -> BuiltViews:
+        built = tower.build([(np.asarray(image.stored), stored_regions(image)) for image in chunk], drawn, GEOMETRIES["letterbox"])
+        for index, image in enumerate(chunk):
+            for view in views:
+                if view in _FROM_EVAL_VIEW:
+                    built.jobs.append((index, view))
+                    built.inputs.append(_eval_view_inputs(image, view, tower.grid, options.attention_strength))
+        return built
+
     rows = []
-    for start in range(0, len(pictures), batch_size):
-        pixels = torch.from_numpy(np.stack(pictures[start : start + batch_size])).permute(0, 3, 1, 2).to(device)
-        alpha = torch.from_numpy(np.stack(alphas[start : start + batch_size]))[:, None].to(device)
-        rows.append(model.encode_image(normalize_images(pixels), normalize_alphas(alpha)).float())
-    return F.normalize(torch.cat(rows), dim=-1).cpu()
-
-
-def region_features(method: str, model: RGBAClip, images: list[EvalImage], options: EvalOptions, device) -> torch.Tensor:
-    """R x D normalised features of every candidate region under `method` (R = all regions)."""
-    size = images[0].letterboxed.shape[0]
-    ones = np.full((size, size), 255, np.uint8)
-    if method in ("focus", "focus_mask"):
-        pictures = [image.letterboxed for image in images for _ in image.phrases]
-        alphas = [a for image in images for a in (image.mask_alphas if method == "focus_mask" else image.alphas)]
-        return _encode(model, pictures, alphas, options.batch_size, device)
-    with base_weights(model):
-        if method == "untrained":
-            pictures = [image.letterboxed for image in images for _ in image.phrases]
-            return _encode(model, pictures, [a for image in images for a in image.alphas], options.batch_size, device)
-        if method == "whole_image":
-            per_image = _encode(model, [i.letterboxed for i in images], [ones] * len(images), options.batch_size, device)
-            return torch.repeat_interleave(per_image, torch.tensor([len(i.phrases) for i in images]), dim=0)
-        if method == "attention_bias":
-            return _attention_bias_features(model, images, options, device)
-        pictures = [
-            letterbox(np.asarray(visual_prompt(method, image.stored, box)), np.zeros((0, 1, 1), np.uint8), size)[0]
-            for image in images for box in image.boxes
-        ]
-        return _encode(model, pictures, [ones] * len(pictures), options.batch_size, device)
-
-
-def _attention_bias_features(model: RGBAClip, images: list[EvalImage], options: EvalOptions, device) -> torch.Tensor:
-    size = images[0].letterboxed.shape[0]
-    config = model.base_clip.config.vision_config
-    grid = size // config.patch_size
-    pictures = [image.letterboxed for image in images for _ in image.phrases]
-    biases = patch_bias(np.concatenate([i.model_boxes for i in images]), grid, size, options.attention_strength)
-    rows = []
-    for start in range(0, len(pictures), options.batch_size):
-        pixels = torch.from_numpy(np.stack(pictures[start : start + options.batch_size])).permute(0, 3, 1, 2).to(device)
-        rows.append(attention_bias_features(model.base_clip, normalize_images(pixels), biases[start : start + options.batch_size]).float())
-    return F.normalize(torch.cat(rows), dim=-1).cpu()
+    chunks = [images[start : start + IMAGES_PER_CHUNK] for start in range(0, len(images), IMAGES_PER_CHUNK)]
+    try:
+        for built in prefetched(prepare, chunks):
+            rows.extend(sum(by_view[v] for v in views) for by_view in tower.run(built))
+    finally:
+        tower.close()
+    return torch.cat(rows)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -249,11 +247,7 @@ def classification_metrics(regions: torch.Tensor, class_texts: torch.Tensor, cla
 
 
 def evaluate(model: RGBAClip, tokenizer, options: EvalOptions, device: torch.device, progress: Callable[[str], None] | None = None) -> EvalReport:
-    unknown = sorted(set(options.methods) - set(METHODS))
-    if unknown:
-        from fcdata.errors import UserError
-
-        raise UserError(f"unknown eval method {unknown[0]!r}; known: {', '.join(METHODS)}")
+    check_methods(options.methods, EVAL_METHODS)
     model.eval()
     handler = CountingHandler("fc eval")
     images = load_eval_images(options, model.image_size, handler)
@@ -267,7 +261,7 @@ def evaluate(model: RGBAClip, tokenizer, options: EvalOptions, device: torch.dev
         for method in options.methods:
             if progress:
                 progress(method)
-            regions = region_features(method, model, images, options, device)
+            regions = region_features(method, model, images, options)
             row, picks = image_metrics(regions, texts, images, options.iou_threshold)
             row.update(global_metrics(regions, texts, phrases))
             if class_texts is not None:
