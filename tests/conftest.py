@@ -20,15 +20,20 @@ def make_shards(tmp_path_factory):
 
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def make_trained_tiny(tmp_path_factory):
     """A tiny CLIP (no pretraining) with LoRA whose B and alpha conv are non-zero, as after
-    training (so masks change its embeddings), and its tokenizer."""
+    training (so masks change its embeddings), and its tokenizer; built once per vocabulary and
+    input size in a session (tests only run it, in eval mode)."""
+    built = {}
 
     def make(phrases, image_size: int = 64):
         from tiny_models import trained_tiny
 
-        return trained_tiny(tmp_path_factory.mktemp("tiny"), phrases, image_size)
+        key = (tuple(phrases), image_size)
+        if key not in built:
+            built[key] = trained_tiny(tmp_path_factory.mktemp("tiny"), phrases, image_size)
+        return built[key]
 
     return make
 

@@ -6,6 +6,9 @@ from fctrain.config import LoraConfig, ModelConfig
 from fctrain.model import RGBAClip, apply_lora, create_tiny_model, load_clip
 
 
+BENCHMARK_PHRASES = ["the red box on the left", "a blue ball", "green thing", "a photo of a dog", "a photo of a cat"] * 3  # the benchmark tests' vocabulary
+
+
 def trained_tiny(folder, phrases, image_size: int = 64):
     """A tiny CLIP (no pretraining) written to `folder`, with LoRA whose B and alpha conv are
     non-zero, as after training (so masks change its embeddings); returns (model, tokenizer)."""

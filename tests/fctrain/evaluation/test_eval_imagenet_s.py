@@ -6,6 +6,7 @@ from fcdata.synth_benchmarks import NAMES, WNIDS, write_imagenet_s
 from fcdata.errors import UserError
 from fcdata.transforms import alpha_clip_center_crop, center_crop_box
 from fctrain.evaluation.imagenet_s import ImageNetSOptions, class_mask, class_names, evaluate_imagenet_s, per_class_means
+from tiny_models import BENCHMARK_PHRASES
 
 
 def test_metric_is_the_mean_over_classes_not_over_images():
@@ -57,10 +58,10 @@ def test_class_names_from_a_names_file_or_a_clear_error(tmp_path):
             class_names(WNIDS, None)
 
 
-def test_imagenet_s_counts_images_classes_and_each_alpha(tmp_path, tiny_trained):
+def test_imagenet_s_counts_images_classes_and_each_alpha(tmp_path, make_trained_tiny):
     """Images with a segmentation are evaluated under the mask, box and whole alphas and the
     baselines; classes without images do not enter the class mean; bad paths are one line."""
-    model, tokenizer = tiny_trained
+    model, tokenizer = make_trained_tiny(BENCHMARK_PHRASES)
     root = write_imagenet_s(tmp_path)
     methods = ("alpha_mask", "alpha_box", "alpha_whole", "whole_image", "crop", "falip")
     report = evaluate_imagenet_s(model, tokenizer, ImageNetSOptions(root, class_names=root / "names.txt", methods=methods))

@@ -11,6 +11,7 @@ from fcdata.transforms import normalize_images, squash
 from fctrain.evaluation.methods import GEOMETRIES, Geometry, Region, Tower, build_views
 from fctrain.evaluation.rec import RecOptions, coco_file_name, decode_segmentation, evaluate_rec
 from fctrain.prompts import falip_bias
+from tiny_models import BENCHMARK_PHRASES
 
 ALL_METHODS = ("alpha_box", "alpha_mask", "whole_image", "crop", "blur", "crop_blur", "red_circle", "grayscale", "falip")
 
@@ -37,11 +38,11 @@ def test_segmentations_decode_from_polygons_and_both_rle_forms(tmp_path):
         decode_segmentation(annotations[1]["segmentation"], height + 1, width)
 
 
-def test_protocol_counting_expressions_proposals_iou_and_ties(tmp_path, tiny_trained):
+def test_protocol_counting_expressions_proposals_iou_and_ties(tmp_path, make_trained_tiny):
     """Every sentence of every ref of the split is one expression; the proposals are all of the
     image's annotations; IoU must exceed 0.5 (exactly 0.5 misses); a method that cannot tell
     proposals apart (whole image) scores chance exactly."""
-    model, tokenizer = tiny_trained
+    model, tokenizer = make_trained_tiny(BENCHMARK_PHRASES)
     root = write_rec_dataset(tmp_path)
     report = evaluate_rec(model, tokenizer, RecOptions("refcoco", root, "val", methods=ALL_METHODS))
     counts = report.counts
@@ -57,9 +58,9 @@ def test_protocol_counting_expressions_proposals_iou_and_ties(tmp_path, tiny_tra
     assert (test_a.counts["expressions"], test_a.counts["proposals_per_image"]) == (2, 3.0)
 
 
-def test_missing_images_are_counted_and_left_out_of_the_denominator(tmp_path, tiny_trained):
+def test_missing_images_are_counted_and_left_out_of_the_denominator(tmp_path, make_trained_tiny):
     """An image missing on disk is counted with its expressions; accuracy is over the rest."""
-    model, tokenizer = tiny_trained
+    model, tokenizer = make_trained_tiny(BENCHMARK_PHRASES)
     root = write_rec_dataset(tmp_path, missing_images=(2,))
     report = evaluate_rec(model, tokenizer, RecOptions("refcoco", root, "val", methods=("crop",)))
     assert report.counts["images_missing"] == 1 and report.counts["expressions_skipped"] == 3
@@ -67,9 +68,9 @@ def test_missing_images_are_counted_and_left_out_of_the_denominator(tmp_path, ti
     assert "left out" in report.settings["accuracy_denominator"]
 
 
-def test_bad_input_is_one_line(tmp_path, tiny_trained):
+def test_bad_input_is_one_line(tmp_path, make_trained_tiny):
     """Unknown split, missing dataset files, masks without segmentations: UserError, nothing else."""
-    model, tokenizer = tiny_trained
+    model, tokenizer = make_trained_tiny(BENCHMARK_PHRASES)
     root = write_rec_dataset(tmp_path)
     with pytest.raises(UserError, match="no split 'test'; its splits: testA, testB, val"):
         evaluate_rec(model, tokenizer, RecOptions("refcoco", root, "test"))
@@ -86,9 +87,9 @@ def test_bad_input_is_one_line(tmp_path, tiny_trained):
         evaluate_rec(model, tokenizer, RecOptions("refcoco", root, "val", methods=("nope",)))
 
 
-def test_detector_proposals_and_an_image_without_detections(tmp_path, tiny_trained):
+def test_detector_proposals_and_an_image_without_detections(tmp_path, make_trained_tiny):
     """Detections replace the annotations; an image with none is scored against the whole image."""
-    model, tokenizer = tiny_trained
+    model, tokenizer = make_trained_tiny(BENCHMARK_PHRASES)
     root = write_rec_dataset(tmp_path)
     proposals = tmp_path / "dets.json"
     proposals.write_text(json.dumps([{"image_id": 1, "box": [0, 0, 20, 20]}, {"image_id": 1, "box": [50, 30, 40, 30]}]))
@@ -100,10 +101,10 @@ def test_detector_proposals_and_an_image_without_detections(tmp_path, tiny_train
     assert report.settings["setting"] == "detector"
 
 
-def test_base_views_run_plain_clip_and_alpha_views_the_trained_model(tiny_trained):
+def test_base_views_run_plain_clip_and_alpha_views_the_trained_model(make_trained_tiny):
     """Baselines see the base weights (LoRA off, alpha off) whatever the model learned; alpha views
     see the trained model, and a box alpha differs from the whole-image alpha."""
-    model, _ = tiny_trained
+    model, _ = make_trained_tiny(BENCHMARK_PHRASES)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)
     regions = [Region((4.0, 6.0, 30.0, 40.0)), Region((40.0, 0.0, 80.0, 48.0))]
@@ -153,14 +154,14 @@ def test_visual_prompts_red_circle_blur_and_crop():
 
 
 @pytest.mark.gpu
-def test_rec_on_cuda_matches_cpu(tmp_path, tiny_trained):
+def test_rec_on_cuda_matches_cpu(tmp_path, make_trained_tiny):
     """The harness runs on CUDA (attention bias, alpha views, batched tower) and agrees with the CPU
     run: same counts, and accuracies equal up to near-ties (features agree to a cosine of 1 - 1e-4)."""
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     import copy
 
-    model, tokenizer = tiny_trained
+    model, tokenizer = make_trained_tiny(BENCHMARK_PHRASES)
     root = write_rec_dataset(tmp_path)
     options = RecOptions("refcoco", root, "val", methods=ALL_METHODS)
     cpu = evaluate_rec(model, tokenizer, options)
@@ -176,10 +177,10 @@ def test_rec_on_cuda_matches_cpu(tmp_path, tiny_trained):
         assert torch.all((on_cpu[view] * on_gpu[view]).sum(-1) > 1 - 1e-4), view
 
 
-def test_subtract_removes_what_the_bank_shares_with_the_expression(tmp_path, tiny_trained):
+def test_subtract_removes_what_the_bank_shares_with_the_expression(tmp_path, make_trained_tiny):
     """Score subtraction is score minus the mean score over the bank: with a bank holding only the
     expression itself every score becomes 0, a tie, so every method scores chance exactly."""
-    model, tokenizer = tiny_trained
+    model, tokenizer = make_trained_tiny(BENCHMARK_PHRASES)
     root = write_rec_dataset(tmp_path)
     options = RecOptions("refcoco", root, "testB", methods=("crop", "falip", "alpha_box"), subtract=True, bank_size=1)
     report = evaluate_rec(model, tokenizer, options)
