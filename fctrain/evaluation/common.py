@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
@@ -26,6 +27,29 @@ class NoProgress:
 
     def advance(self, count: int) -> None:
         pass
+
+
+@dataclass
+class Tally:
+    """What a benchmark's loop keeps beside its scores: counts, the first `limit` examples (for
+    the pictures) and their images."""
+
+    counts: Counter
+    limit: int
+    examples: list[dict] = field(default_factory=list)
+    example_images: dict = field(default_factory=dict)  # example key -> H x W x 3 uint8
+
+    def example(self, record: dict, key: str, pixels) -> None:
+        if len(self.examples) < self.limit:
+            self.examples.append(record)
+            self.example_images[key] = pixels
+
+    def finish(self, skips: Counter, evaluated: str, nothing: str) -> None:
+        """Merge the loader's skips into the counts; none `evaluated` (a count's name) is the
+        UserError `nothing`."""
+        self.counts.update(skips)
+        if not self.counts[evaluated]:
+            raise UserError(nothing)
 
 
 T = TypeVar("T")

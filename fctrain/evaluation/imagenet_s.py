@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from fcdata.errors import UserError
-from fctrain.evaluation.common import EvalProgress, NoProgress, check_positive, prefetched
+from fctrain.evaluation.common import EvalProgress, NoProgress, Tally, check_positive, prefetched
 from fctrain.evaluation.methods import GEOMETRIES, METHODS, Region, Tower, check_methods, views_of
 from fctrain.evaluation.scoring import text_features, tie_aware_rank
 
@@ -197,7 +197,7 @@ def evaluate_imagenet_s(model, tokenizer, options: ImageNetSOptions, progress: E
     with torch.inference_mode():
         classes = text_features(model, tokenizer, [TEMPLATE.format(n) for n in names], options.batch_size, tower.device)
     ranks = {m: [] for m in options.methods}  # (label, top-1, top-5) per image
-    examples, example_images = [], {}
+    tally = Tally(counts, options.examples)
     skips: Counter = Counter()  # written only by `prepare`, which runs in one background thread
 
     def prepare(chunk: list[_Item]):
@@ -215,16 +215,13 @@ def evaluate_imagenet_s(model, tokenizer, options: ImageNetSOptions, progress: E
                     scores = sum(by_view[v][0] @ classes.T for v in METHODS[method]).numpy()
                     _, top1, top5 = tie_aware_rank(scores, item.label)
                     ranks[method].append((item.label, top1, top5))
-                    if method == options.methods[0] and len(examples) < options.examples:
-                        examples.append({"image": str(item.image), "box": list(region.box), "truth": names[item.label],
-                                         "predicted": names[int(scores.argmax())], "method": method})
-                        example_images[str(item.image)] = pixels
+                    if method == options.methods[0]:
+                        tally.example({"image": str(item.image), "box": list(region.box), "truth": names[item.label],
+                                       "predicted": names[int(scores.argmax())], "method": method}, str(item.image), pixels)
             progress.advance(len(chunk))
     finally:
         tower.close()
-    counts.update(skips)
-    if not counts["images"]:
-        raise UserError(f"{data_dir}: none of the {len(items)} images could be evaluated ({dict(counts)})")
+    tally.finish(skips, "images", f"{data_dir}: none of the {len(items)} images could be evaluated ({dict(counts + skips)})")
     results = {m: per_class_means(rows) for m, rows in ranks.items()}
     counts["classes"] = len({label for label, _, _ in next(iter(ranks.values()))})
     settings = {
@@ -233,7 +230,7 @@ def evaluate_imagenet_s(model, tokenizer, options: ImageNetSOptions, progress: E
         "metric": "mean over classes of per-class top-1 / top-5; ties a random pick",
         "image_size": model.image_size, "max_images": options.max_images, "model": model_note,
     }
-    return ImageNetSReport("imagenet-s", "validation", settings, dict(counts), results, examples, example_images)
+    return ImageNetSReport("imagenet-s", "validation", settings, dict(counts), results, tally.examples, tally.example_images)
 
 
 def per_class_means(rows: list[tuple[int, float, float]]) -> dict:

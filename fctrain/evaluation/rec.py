@@ -30,7 +30,7 @@ import torch
 
 from fcdata.errors import UserError
 from fcdata.plain_pickle import load_plain_pickle
-from fctrain.evaluation.common import EvalProgress, NoProgress, check_positive, prefetched
+from fctrain.evaluation.common import EvalProgress, NoProgress, Tally, check_positive, prefetched
 from fctrain.evaluation.methods import GEOMETRIES, METHODS, Region, Tower, check_methods, needs_masks, views_of
 from fctrain.evaluation.scoring import box_iou, text_features, tie_aware_hit
 
@@ -257,7 +257,7 @@ def evaluate_rec(model, tokenizer, options: RecOptions, progress: EvalProgress |
         return items, tower.build([(pixels, regions) for _, pixels, regions in items], views, GEOMETRIES["squash"])
 
     hits = {m: [] for m in options.methods}
-    chance, examples, example_images = [], [], {}
+    chance, tally = [], Tally(counts, options.examples)
     chunks = [list(range(start, min(start + options.images_per_chunk, len(images)))) for start in range(0, len(images), options.images_per_chunk)]
     progress.start(len(images), f"{options.dataset} {options.split}")
     try:
@@ -275,17 +275,14 @@ def evaluate_rec(model, tokenizer, options: RecOptions, progress: EvalProgress |
                     for method in options.methods:
                         scores = sum(by_view[v] @ text for v in METHODS[method]).numpy()
                         hits[method].append(tie_aware_hit(scores, correct))
-                        if method == options.methods[0] and len(examples) < options.examples:
-                            examples.append({"file_name": image.file_name, "expression": sentence, "method": method,
-                                             "boxes": boxes.round(1).tolist(), "chosen": int(scores.argmax()), "gold": gold.round(1).tolist(),
-                                             "correct": bool(correct[scores.argmax()])})
-                            example_images[image.file_name] = pixels
+                        if method == options.methods[0]:
+                            tally.example({"file_name": image.file_name, "expression": sentence, "method": method,
+                                           "boxes": boxes.round(1).tolist(), "chosen": int(scores.argmax()), "gold": gold.round(1).tolist(),
+                                           "correct": bool(correct[scores.argmax()])}, image.file_name, pixels)
             progress.advance(len(chunk))
     finally:
         tower.close()
-    counts.update(skips)
-    if not counts["expressions"]:
-        raise UserError(f"{options.dataset} {options.split}: none of the {len(images)} images could be read from {images_dir} (--images)")
+    tally.finish(skips, "expressions", f"{options.dataset} {options.split}: none of the {len(images)} images could be read from {images_dir} (--images)")
     results = {m: {"accuracy": float(np.mean(h)), "hits": float(np.sum(h)), "expressions": len(h)} for m, h in hits.items()}
     counts["proposals_per_image"] = counts.pop("proposals") / counts["images"]
     counts["chance"] = float(np.mean(chance))
@@ -299,7 +296,7 @@ def evaluate_rec(model, tokenizer, options: RecOptions, progress: EvalProgress |
         "image_size": model.image_size, "max_images": options.max_images, "model": model_note,
         "accuracy_denominator": "expressions of the images that could be read (expressions_skipped are left out)",
     }
-    return RecReport(options.dataset, options.split, settings, dict(counts), results, examples, example_images)
+    return RecReport(options.dataset, options.split, settings, dict(counts), results, tally.examples, tally.example_images)
 
 
 def _regions(image: RecImage, pixels: np.ndarray, need_masks: bool, counts: Counter) -> list[Region] | None:
