@@ -99,8 +99,9 @@ class Sam2Preprocess:
         import torch.nn.functional as F
 
         height, width = image.shape[:2]
-        # uint8 in, uint8 out (rounded), as the torchvision backend resizes a uint8 tensor on the CPU
-        resized = F.interpolate(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None], (self.height, self.width),
+        # uint8 in, uint8 out (rounded), as the torchvision backend resizes a uint8 tensor on the CPU; a
+        # copy, as the caller's array may be read-only (decoded from a shard)
+        resized = F.interpolate(torch.from_numpy(np.array(image)).permute(2, 0, 1)[None], (self.height, self.width),
                                 mode="bilinear", antialias=True, align_corners=False)
         mean, std = torch.tensor(self.mean)[:, None, None], torch.tensor(self.std)[:, None, None]
         out = {"pixel_values": (resized.float() * self.rescale - mean) / std, "original_sizes": torch.tensor([[height, width]])}
