@@ -16,7 +16,8 @@ time to decode the 2 masks a training view needs (`fcdata.augment.real_masks`, w
 calls), as a share of the in-process loader's time per image (`fcdata.augment.decode_views` on
 the box-only samples: JSON, JPEG decode, crop, alphas), and that loader time on the same samples
 with masks. Then the bytes `fc shard --coco-instances` adds (masks shared per instance), and
-`fc masks` images/s with a tiny random SAM beside the SAM forward alone on the same images (its
+`fc masks` images/s with a tiny random SAM and a tiny random SAM2, each beside its forward alone on
+the same images (its
 ceiling: the rest is shard reading, JPEG decoding, mask encoding and writing).
 """
 
@@ -167,42 +168,46 @@ def _coco_row(vg_root: Path, work: Path, base: dict) -> dict:
 
 
 def _sam_rows(shard_dir: Path, work: Path, base: dict, images: int) -> list[dict]:
-    """fc masks images/s with a tiny random SAM on this machine, beside SAM alone on the same images."""
+    """fc masks images/s with a tiny random SAM and a tiny random SAM2 on this machine, each beside
+    its forward alone on the same images."""
     import shutil
 
     from fcdata import keys, reader
     from fcdata.options import MaskOptions
     from fcdata.refine import refine_shards
-    from fcdata.sam import SamMasker, tiny_sam
+    from fcdata.sam import SamMasker, tiny_sam, tiny_sam2
 
-    sam_dir = tiny_sam(work / "tiny-sam")
     subset = work / "masks-sam-in"
     shutil.rmtree(subset, ignore_errors=True)
     subset.mkdir(parents=True)
     first = sorted(shard_dir.glob("train-*.tar"))[0]
     shutil.copyfile(first, subset / first.name)
     raws = list(reader.iter_shard(first))[:images]
-    masker = SamMasker.load(sam_dir)
     options = MaskOptions()
     pictures = [reader.decode_image(r[keys.IMAGE]) for r in raws]
     prompts = [np.asarray(reader.decode_meta(r)["regions"]["box"], np.float64) for r in raws]
-    masker.predict(pictures[:1], boxes=prompts[:1])  # warm-up
-    started = time.perf_counter()
-    for start in range(0, len(raws), options.batch_images):
-        masker.predict(pictures[start : start + options.batch_images], boxes=prompts[start : start + options.batch_images])
-    sam_only = len(raws) / (time.perf_counter() - started)
-    out = work / "masks-sam-out"
-    shutil.rmtree(out, ignore_errors=True)
-    started = time.perf_counter()
-    summary = refine_shards(subset, out, sam_dir, options)
-    job = summary["images"] / (time.perf_counter() - started)
-    device = str(masker.device)
-    return [
-        dict(base, case="sam_predict_only", model="tiny random SAM (~0.1 M parameters)", device=device,
-             images=len(raws), images_per_s=round(sam_only, 1)),
-        dict(base, case="fc_masks", model="tiny random SAM (~0.1 M parameters)", device=device, images=summary["images"],
-             images_per_s=round(job, 1), vs_sam_predict_only=round(job / sam_only, 3)),
-    ]
+    rows = []
+    for kind, make in (("sam", tiny_sam), ("sam2", tiny_sam2)):
+        sam_dir = make(work / f"tiny-{kind}")
+        masker = SamMasker.load(sam_dir)
+        model = f"tiny random {kind.upper()} ({sum(p.numel() for p in masker.model.parameters()) / 1e6:.2f} M parameters)"
+        masker.predict(pictures[:1], boxes=prompts[:1])  # warm-up
+        started = time.perf_counter()
+        for start in range(0, len(raws), options.batch_images):
+            masker.predict(pictures[start : start + options.batch_images], boxes=prompts[start : start + options.batch_images])
+        alone = len(raws) / (time.perf_counter() - started)
+        out = work / f"masks-{kind}-out"
+        shutil.rmtree(out, ignore_errors=True)
+        started = time.perf_counter()
+        summary = refine_shards(subset, out, sam_dir, options)
+        job = summary["images"] / (time.perf_counter() - started)
+        suffix = "" if kind == "sam" else "_sam2"  # SAM's rows keep the names of earlier records
+        rows += [
+            dict(base, case=f"sam{suffix}_predict_only", model=model, device=str(masker.device), images=len(raws), images_per_s=round(alone, 1)),
+            dict(base, case=f"fc_masks{suffix}", model=model, device=str(masker.device), images=summary["images"],
+                 images_per_s=round(job, 1), vs_sam_predict_only=round(job / alone, 3)),
+        ]
+    return rows
 
 
 def run(work: Path, images: int = 200, regions_per_image: int = 50, sam_images: int = 100, save: bool = True) -> list[dict]:

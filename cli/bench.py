@@ -62,11 +62,11 @@ def masks(
     work: WorkDir = Path("runs/bench"),
     images: Annotated[int, typer.Option(help="Images in the generated corpus.")] = 200,
     regions_per_image: Annotated[int, typer.Option(help="Regions per generated image (VG averages ~50).")] = 50,
-    sam_images: Annotated[int, typer.Option(help="Images fc masks runs on (tiny random SAM).")] = 100,
+    sam_images: Annotated[int, typer.Option(help="Images fc masks runs on (tiny random SAM, then SAM2).")] = 100,
     record: Record = True,
 ) -> None:
     """Segmentation masks: bytes per image and decode time per view for layout runs-v1 beside COCO
-    RLE and 1-bit baselines; fc shard --coco-instances bytes; fc masks images/s (tiny SAM).
+    RLE and 1-bit baselines; fc shard --coco-instances bytes; fc masks images/s (tiny SAM and SAM2).
 
     Example: fc bench masks --images 200
     """
