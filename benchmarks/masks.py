@@ -203,9 +203,9 @@ def _sam_rows(shard_dir: Path, work: Path, base: dict, images: int) -> list[dict
         job = summary["images"] / (time.perf_counter() - started)
         suffix = "" if kind == "sam" else "_sam2"  # SAM's rows keep the names of earlier records
         rows += [
-            dict(base, case=f"sam{suffix}_predict_only", model=model, device=str(masker.device), images=len(raws), images_per_s=round(alone, 1)),
+            dict(base, case=f"{kind}_predict_only", model=model, device=str(masker.device), images=len(raws), images_per_s=round(alone, 1)),
             dict(base, case=f"fc_masks{suffix}", model=model, device=str(masker.device), images=summary["images"],
-                 images_per_s=round(job, 1), vs_sam_predict_only=round(job / alone, 3)),
+                 images_per_s=round(job, 1), vs_predict_only=round(job / alone, 3)),
         ]
     return rows
 

@@ -67,8 +67,8 @@ METHOD_TITLES = {  # short: tables must fit an 80-column terminal
     "focus_object_guided": "Obj-guided (box)",  # fc demo --object-guided: a second model's focus row
     "whole_image": "CLIP whole image", "crop": "CLIP crop", "blur": "CLIP blur outside", "crop_blur": "CLIP crop+blur",
     "grayscale": "CLIP gray outside", "red_circle": "CLIP red circle", "red_outline": "CLIP red box",
-    "crop_mask": "CLIP crop mask box", "blur_mask": "CLIP blur outs. mask", "crop_blur_mask": "CLIP crop+blur mask",
-    "grayscale_mask": "CLIP gray outs. mask", "falip": "CLIP FALIP", "attention_bias": "CLIP attn bias",
+    "crop_mask": "CLIP crop (mask)", "blur_mask": "CLIP blur (mask)", "crop_blur_mask": "CLIP crop+blur mask",
+    "grayscale_mask": "CLIP gray (mask)", "falip": "CLIP FALIP", "attention_bias": "CLIP attn bias",
 }
 _SHARED_VIEWS = ("whole_image", "alpha_whole")  # one input per image, whatever the region
 

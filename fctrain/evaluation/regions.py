@@ -16,7 +16,11 @@ among the tied candidates, so chance-level methods score chance, not 0 or 1.
 Methods: focus (the fine-tuned model, alpha = the region's box), focus_mask (the same model and
 candidates, alpha = the region's real mask where the shard has one (COCO or SAM, layout runs-v1),
 its box elsewhere: Alpha-CLIP's "rectangular box vs mask" comparison), untrained (base weights and a
-zero alpha conv: CLIP itself), and the prompts of fctrain.prompts on the base weights.
+zero alpha conv: CLIP itself), and the prompts of fctrain.prompts on the base weights, each box
+prompt beside its mask version (crop_mask, blur_mask, grayscale_mask: the real mask, or the box
+where there is none). All run through the shared evaluation tower (fctrain.evaluation.methods):
+the alpha rows on the loader's evaluation view, the prompts drawn on the stored image and
+letterboxed, blur at 2% of the long side.
 """
 
 from __future__ import annotations
@@ -36,8 +40,7 @@ from fcdata.errors import CountingHandler
 from fcdata.augment import NO_REAL_MASKS, SampleRegions, evaluation_regions, make_views, real_masks
 from fcdata.loader import phrase_key, resolve_shards
 from fcdata.options import LoaderOptions
-from fctrain.config import EVAL_METHODS
-from fctrain.config import EvalOptions
+from fctrain.config import EVAL_METHODS, EvalOptions
 from fctrain.evaluation.common import prefetched
 from fctrain.evaluation.methods import GEOMETRIES, METHOD_TITLES, BuiltViews, PromptSettings, Region, Tower, ViewInputs, check_methods, pixel_box, views_of
 from fctrain.evaluation.scoring import box_iou, text_features, tie_aware_hit, tie_aware_rank
