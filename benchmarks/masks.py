@@ -201,7 +201,7 @@ def _sam_rows(shard_dir: Path, work: Path, base: dict, images: int) -> list[dict
         started = time.perf_counter()
         summary = refine_shards(subset, out, sam_dir, options)
         job = summary["images"] / (time.perf_counter() - started)
-        suffix = "" if kind == "sam" else "_sam2"  # SAM's rows keep the names of earlier records
+        suffix = "" if kind == "sam" else "_sam2"  # SAM's case names stay those of earlier records
         rows += [
             dict(base, case=f"{kind}_predict_only", model=model, device=str(masker.device), images=len(raws), images_per_s=round(alone, 1)),
             dict(base, case=f"fc_masks{suffix}", model=model, device=str(masker.device), images=summary["images"],

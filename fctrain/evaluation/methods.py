@@ -165,14 +165,12 @@ def build_views(image: np.ndarray, regions: list[Region], view: str, geometry: G
     height, width = image.shape[:2]
     boxes = [pixel_box(r.box, width, height) for r in regions]
     ones = np.full((1, height, width), 255, np.uint8)
-    none = np.zeros((len(regions), size, size), np.uint8)
+    no_alpha = np.zeros((len(regions), size, size), np.uint8)  # base views ignore it
     if view in _SHARED_VIEWS:
         picture, alpha = geometry.apply(image, ones, size)
         return ViewInputs(picture[None], alpha, None)
-    if view in MASK_VIEWS:
-        missing = [r for r in regions if r.mask is None]
-        if missing:
-            raise UserError(f"{view} needs segmentation masks, which these proposals do not have")
+    if view in MASK_VIEWS and any(r.mask is None for r in regions):
+        raise UserError(f"{view} needs segmentation masks, which these proposals do not have")
     if view in ("alpha_box", "alpha_mask", "untrained"):
         masks = np.zeros((len(regions), height, width), np.uint8)
         for k, (region, (x0, y0, x1, y1)) in enumerate(zip(regions, boxes)):
@@ -189,7 +187,7 @@ def build_views(image: np.ndarray, regions: list[Region], view: str, geometry: G
             biases = falip_bias(model_boxes, grid, size)
         else:
             biases = patch_bias(model_boxes, grid, size, settings.attention_strength)
-        return ViewInputs(np.repeat(picture[None], len(regions), 0), none, biases.numpy())
+        return ViewInputs(np.repeat(picture[None], len(regions), 0), no_alpha, biases.numpy())
     prompt = _MASK_PROMPTS.get(view, view)
     if prompt not in IMAGE_PROMPTS:
         raise UserError(f"unknown view {view!r}; known: {', '.join(VIEW_WEIGHTS)}")
@@ -204,7 +202,7 @@ def build_views(image: np.ndarray, regions: list[Region], view: str, geometry: G
         else:
             shown = np.asarray(visual_prompt(view, pil, box, settings.blur_radius, background))
         pictures.append(geometry.apply(np.ascontiguousarray(shown), ones[:0], size)[0])
-    return ViewInputs(np.stack(pictures), none, None)
+    return ViewInputs(np.stack(pictures), no_alpha, None)
 
 
 def mask_box(mask: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
