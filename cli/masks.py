@@ -16,7 +16,7 @@ _DEFAULTS = MaskOptions()
 def masks(
     shards: Annotated[Path, typer.Option(help="Folder of input shards (fc shard's --out).")],
     out: OutDir,
-    sam_model: Annotated[Path, typer.Option(help="Local folder with a saved SamModel or Sam2Model and its processor.")],
+    sam_model: Annotated[Path, typer.Option(help="Local folder with a saved SamModel and its processor, or a Sam2Model (its config.json says which).")],
     batch_images: Annotated[int, typer.Option(help="Images per image-encoder pass (output unchanged).")] = _DEFAULTS.batch_images,
     min_predicted_iou: Annotated[float, typer.Option(help="Below this predicted IoU a region keeps its box.")] = _DEFAULTS.min_predicted_iou,
     max_outside_box: Annotated[float, typer.Option(help="Above this share of mask pixels outside the grown box: keep the box.")] = _DEFAULTS.max_outside_box,
