@@ -63,7 +63,7 @@ def test_imagenet_s_counts_images_classes_and_each_alpha(tmp_path, make_trained_
     baselines; classes without images do not enter the class mean; bad paths are one line."""
     model, tokenizer = make_trained_tiny(BENCHMARK_PHRASES)
     root = write_imagenet_s(tmp_path)
-    methods = ("alpha_mask", "alpha_box", "alpha_whole", "whole_image", "crop", "falip")
+    methods = ("alpha_mask", "alpha_box", "alpha_whole", "whole_image", "crop", "crop_mask", "blur_mask", "grayscale_mask", "falip")
     report = evaluate_imagenet_s(model, tokenizer, ImageNetSOptions(root, class_names=root / "names.txt", methods=methods))
     assert report.counts["images"] == 4 and report.counts["classes"] == 2
     assert set(report.results) == set(methods)

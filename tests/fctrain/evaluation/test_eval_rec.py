@@ -9,11 +9,11 @@ from fcdata.errors import UserError
 from fcdata.synth_benchmarks import REC_IMAGES, write_rec_dataset
 from fcdata.transforms import normalize_images, squash
 from fctrain.evaluation.methods import GEOMETRIES, Geometry, Region, Tower, build_views
-from fctrain.evaluation.rec import RecOptions, coco_file_name, decode_segmentation, evaluate_rec
+from fctrain.evaluation.rec import DEFAULT_METHODS, RecOptions, coco_file_name, decode_segmentation, evaluate_rec
 from fctrain.prompts import falip_bias
 from tiny_models import BENCHMARK_PHRASES
 
-ALL_METHODS = ("alpha_box", "alpha_mask", "whole_image", "crop", "blur", "crop_blur", "red_circle", "grayscale", "falip")
+ALL_METHODS = (*DEFAULT_METHODS, "red_outline")  # the mask baselines included
 
 
 def test_coco_file_name_drops_the_refs_suffix():
