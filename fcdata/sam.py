@@ -33,6 +33,7 @@ from fcdata.errors import UserError
 
 KINDS = ("sam", "sam2")  # config.json model_type values this reads
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # Sam2ImageProcessor's defaults
+_RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL codes in preprocessor_config.json -> torch's (uint8-capable, antialiased)
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Sam2Preprocess:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     rescale: float = 1 / 255
+    mode: str = "bilinear"  # the resize; PIL's resample codes 2 (bilinear) and 3 (bicubic) map here
 
     @classmethod
     def of(cls, path: Path) -> "Sam2Preprocess":
@@ -87,10 +89,15 @@ class Sam2Preprocess:
         try:
             config = json.loads(config_path.read_text())
             size = config.get("size") or {"height": 1024, "width": 1024}
-            return cls(int(size["height"]), int(size["width"]), tuple(config.get("image_mean", IMAGENET_MEAN)),
-                       tuple(config.get("image_std", IMAGENET_STD)), float(config.get("rescale_factor", 1 / 255)))
+            resample = config.get("resample", 2)
+            preprocess = cls(int(size["height"]), int(size["width"]), tuple(config.get("image_mean", IMAGENET_MEAN)),
+                             tuple(config.get("image_std", IMAGENET_STD)), float(config.get("rescale_factor", 1 / 255)),
+                             _RESAMPLE.get(resample, ""))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UserError(f"--sam-model {path}: cannot read preprocessor_config.json ({exc})") from None
+        if not preprocess.mode:
+            raise UserError(f"--sam-model {path}: preprocessor_config.json asks for resample {resample!r}; this reads 2 (bilinear) or 3 (bicubic)")
+        return preprocess
 
     def __call__(self, image: np.ndarray, prompt: np.ndarray, as_points: bool) -> dict:
         """What predict needs of one image: pixel_values 1 x 3 x h x w, original_sizes, and the
@@ -102,7 +109,7 @@ class Sam2Preprocess:
         # uint8 in, uint8 out (rounded), as the torchvision backend resizes a uint8 tensor on the CPU; a
         # copy, as the caller's array may be read-only (decoded from a shard)
         resized = F.interpolate(torch.from_numpy(np.array(image)).permute(2, 0, 1)[None], (self.height, self.width),
-                                mode="bilinear", antialias=True, align_corners=False)
+                                mode=self.mode, antialias=True, align_corners=False)
         mean, std = torch.tensor(self.mean)[:, None, None], torch.tensor(self.std)[:, None, None]
         out = {"pixel_values": (resized.float() * self.rescale - mean) / std, "original_sizes": torch.tensor([[height, width]])}
         if not len(prompt):
@@ -273,7 +280,7 @@ def tiny_sam2(path: str | Path, seed: int = 0, image_size: int = 128) -> Path:
     (path / "preprocessor_config.json").write_text(json.dumps({
         "image_processor_type": "Sam2ImageProcessor", "processor_class": "Sam2Processor",
         "size": {"height": image_size, "width": image_size}, "mask_size": {"height": image_size // 4, "width": image_size // 4},
-        "do_resize": True, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        "do_resize": True, "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
         "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD),
     }, indent=2))
     return path

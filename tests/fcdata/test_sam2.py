@@ -86,3 +86,22 @@ def test_fc_masks_picks_sam2_from_the_folder_and_falls_back_to_boxes(sam2_dir, t
     defaults = refine.refine_shards(tmp_path / "shards", tmp_path / "out-defaults", sam2_dir, MaskOptions(device="cpu"))
     assert defaults["regions"]["regions_sam"] == 0
     assert defaults["regions"]["box_low_predicted_iou"] + defaults["regions"]["box_empty_mask"] > 0
+
+
+def test_an_unreadable_or_unsupported_preprocessor_config_is_one_line(sam2_dir, tmp_path):
+    """A broken preprocessor_config.json, or a resample this does not do, is a UserError; bicubic is read."""
+    import json
+    import shutil
+
+    from fcdata.errors import UserError
+
+    folder = shutil.copytree(sam2_dir, tmp_path / "copy")
+    config = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").write_text(json.dumps(dict(config, resample=3)))
+    assert Sam2Preprocess.of(folder).mode == "bicubic"
+    (folder / "preprocessor_config.json").write_text(json.dumps(dict(config, resample=1)))
+    with pytest.raises(UserError, match="resample 1"):
+        SamMasker.load(folder, "cpu")
+    (folder / "preprocessor_config.json").write_text("{not json")
+    with pytest.raises(UserError, match="cannot read preprocessor_config.json"):
+        SamMasker.load(folder, "cpu")
