@@ -146,7 +146,7 @@ def _coco_row(vg_root: Path, work: Path, base: dict) -> dict:
     """Mask bytes of fc shard --coco-instances on the corpus' COCO file (shared instance masks)."""
     from fcdata import keys
     from fcdata.options import ShardOptions
-    from fcdata.reader import iter_shard
+    from fcdata.tarformat import iter_shard
     from fcdata.shard import shard_vg
     from fcdata.synth_coco import INSTANCES_FILE
 
@@ -172,7 +172,7 @@ def _sam_rows(shard_dir: Path, work: Path, base: dict, images: int) -> list[dict
     its forward alone on the same images."""
     import shutil
 
-    from fcdata import keys, reader
+    from fcdata import keys, reader, tarformat
     from fcdata.options import MaskOptions
     from fcdata.refine import refine_shards
     from fcdata.sam import SamMasker, tiny_sam, tiny_sam2
@@ -182,7 +182,7 @@ def _sam_rows(shard_dir: Path, work: Path, base: dict, images: int) -> list[dict
     subset.mkdir(parents=True)
     first = sorted(shard_dir.glob("train-*.tar"))[0]
     shutil.copyfile(first, subset / first.name)
-    raws = list(reader.iter_shard(first))[:images]
+    raws = list(tarformat.iter_shard(first))[:images]
     options = MaskOptions()
     pictures = [reader.decode_image(r[keys.IMAGE]) for r in raws]
     prompts = [np.asarray(reader.decode_meta(r)["regions"]["box"], np.float64) for r in raws]
@@ -212,7 +212,7 @@ def _sam_rows(shard_dir: Path, work: Path, base: dict, images: int) -> list[dict
 
 def run(work: Path, images: int = 200, regions_per_image: int = 50, sam_images: int = 100, save: bool = True) -> list[dict]:
     from fcdata.options import ShardOptions, SynthOptions
-    from fcdata.reader import iter_shard
+    from fcdata.tarformat import iter_shard
     from fcdata.shard import shard_vg
     from fcdata.synth import generate_vg
 

@@ -75,7 +75,7 @@ def _codec_pass(paths: list[Path], options, draft: bool) -> float:
     """images/s of decode (+draft) -> RGB -> resize -> JPEG encode over all paths."""
     from PIL import Image
 
-    from fcdata.shard import target_size
+    from fcdata.encode import target_size
 
     started = time.perf_counter()
     for path in paths:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Callable, Iterable, Iterator, TypeVar
 
-from fcdata import keys, reasons, reader
+from fcdata import keys, reasons, tarformat
 from fcdata.errors import ErrorHandler, ReadError, UserError, error_detail
 
 T = TypeVar("T")
@@ -45,7 +45,7 @@ def read_raw(paths: Iterable[str], handler: ErrorHandler, health: "StreamHealth 
     for path in paths:
         count = 0
         try:
-            for sample in reader.iter_shard(path):
+            for sample in tarformat.iter_shard(path):
                 sample[keys.URL] = path
                 count += 1
                 if health is not None:

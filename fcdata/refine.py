@@ -37,10 +37,10 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from fcdata import keys, reader, segmasks
+from fcdata import keys, reader, segmasks, tarformat
 from fcdata.errors import UserError
 from fcdata.options import MaskOptions
-from fcdata.shard import TarShardWriter
+from fcdata.tarformat import TarShardWriter
 from fcdata.shard import _write_json  # the one write-to-temp-then-rename JSON helper
 
 PARTS_DIR = ".masks"
@@ -125,7 +125,7 @@ def refine_shard(path: Path, out_dir: Path, masker, options: MaskOptions, progre
     temp = out_dir / f"{path.name}.tmp{os.getpid()}"
     writer = TarShardWriter(temp)
     try:
-        for batch in _batches(reader.iter_shard(path), options.batch_images):
+        for batch in _batches(tarformat.iter_shard(path), options.batch_images):
             started = time.perf_counter()
             metas = [reader.decode_meta(raw) for raw in batch]
             images = [reader.decode_image(raw[keys.IMAGE]) for raw in batch]

@@ -10,7 +10,8 @@ from fcdata import guard, keys, reasons
 from fcdata.errors import CountingHandler, ReadError, UserError
 from fcdata.loader import Prefetcher, RegionStream, make_loader
 from fcdata.options import LoaderOptions
-from fcdata.reader import decode_sample, iter_shard
+from fcdata.reader import decode_sample
+from fcdata.tarformat import iter_shard
 
 pytestmark = pytest.mark.timeout(120)  # a hang is the failure these tests guard against
 

@@ -20,7 +20,8 @@ from fcdata.loader import (
     LoaderPosition, Prefetcher, RegionStream, make_loader, phrase_key, resolve_shards,
 )
 from fcdata.options import LoaderOptions
-from fcdata.reader import iter_shard, read_shard
+from fcdata.reader import read_shard
+from fcdata.tarformat import iter_shard
 from fcdata.transforms import letterbox, normalize_alphas, normalize_images
 
 SIZE = 64  # model input size in these tests: small keeps them fast

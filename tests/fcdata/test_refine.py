@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fcdata import keys, reader, refine, segmasks
+from fcdata import keys, reader, refine, segmasks, tarformat
 from fcdata.errors import UserError
 from fcdata.options import MaskOptions, ShardOptions, SynthOptions
 from fcdata.sam import SamMasker, tiny_sam
@@ -30,7 +30,7 @@ def setup(tmp_path_factory):
 
 def members(path: Path) -> list[tuple[str, bytes]]:
     out = []
-    for sample in reader.iter_shard(path):
+    for sample in tarformat.iter_shard(path):
         out += [(f"{sample[keys.KEY]}.{name}", data) for name, data in sample.items() if name != keys.KEY]
     return out
 
@@ -53,7 +53,7 @@ def test_output_keeps_everything_but_the_masks(setup, tmp_path):
                 assert {k: v for k, v in a.items() if k != "mask"} == {k: v for k, v in b.items() if k != "mask"}
             else:
                 assert old[name] == new[name], name
-        for raw_in, raw_out in zip(reader.iter_shard(shard), reader.iter_shard(tmp_path / "out" / shard.name)):
+        for raw_in, raw_out in zip(tarformat.iter_shard(shard), tarformat.iter_shard(tmp_path / "out" / shard.name)):
             sample_in, sample_out = reader.decode_sample(raw_in), reader.decode_sample(raw_out)
             prompted = [k for k, s in enumerate(sample_in.mask_sources) if s == "box"]
             boxes = np.asarray([sample_in.meta["regions"]["box"][k] for k in prompted]).reshape(-1, 4)

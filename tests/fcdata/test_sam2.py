@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fcdata import reader, refine
+from fcdata import reader, refine, tarformat
 from fcdata.options import MaskOptions, ShardOptions, SynthOptions
 from fcdata.sam import IMAGENET_MEAN, IMAGENET_STD, SamMasker, Sam2Preprocess, tiny_sam2
 from fcdata.shard import shard_vg
@@ -77,8 +77,8 @@ def test_fc_masks_picks_sam2_from_the_folder_and_falls_back_to_boxes(sam2_dir, t
     assert summary["images"] == 4 and summary["regions"]["regions_sam"] > 0
     masker = SamMasker.load(sam2_dir, "cpu")
     shard = sorted((tmp_path / "shards").glob("*.tar"))[0]
-    sample_in = reader.decode_sample(next(iter(reader.iter_shard(shard))))
-    sample_out = reader.decode_sample(next(iter(reader.iter_shard(tmp_path / "out" / shard.name))))
+    sample_in = reader.decode_sample(next(iter(tarformat.iter_shard(shard))))
+    sample_out = reader.decode_sample(next(iter(tarformat.iter_shard(tmp_path / "out" / shard.name))))
     [prediction] = masker.predict([sample_in.image], boxes=[np.asarray(sample_in.meta["regions"]["box"])])
     for k, source in enumerate(sample_out.mask_sources):
         if source == "sam":

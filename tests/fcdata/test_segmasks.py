@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fcdata import keys, masks, reader, segmasks
-from fcdata.shard import TarShardWriter
+from fcdata.tarformat import TarShardWriter
 
 
 def random_masks(rng: np.random.Generator, count: int, height: int, width: int) -> list[np.ndarray]:

@@ -16,8 +16,10 @@ import pytest
 from fcdata import masks, reasons
 from fcdata.errors import UserError
 from fcdata.options import ShardOptions
-from fcdata.reader import iter_shard, read_shard
-from fcdata.shard import KILL_AFTER_ENV, PARTS_DIR, shard_vg, ustar_header
+from fcdata.reader import read_shard
+from fcdata.tarformat import iter_shard
+from fcdata.shard import KILL_AFTER_ENV, PARTS_DIR, shard_vg
+from fcdata.tarformat import ustar_header
 from fcdata.options import SynthOptions
 from fcdata.synth import generate_vg
 from readme import block_containing, run_block

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fcdata.shard import TarShardWriter
+from fcdata.tarformat import TarShardWriter
 from fctrain.config import EVAL_METHODS, EvalOptions
 from fctrain.evaluation.methods import BENCHMARK_METHODS, GEOMETRIES, METHODS, Geometry, Region, Tower, build_views, needs_masks
 from fctrain.evaluation.regions import METHOD_TITLES, load_eval_images
