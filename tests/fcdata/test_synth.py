@@ -73,7 +73,7 @@ def test_layout_and_atomic_writes(tmp_path):
 
 @pytest.mark.parametrize("version", options.VERSIONS)
 def test_field_names_follow_the_release(tmp_path, version):
-    """Each release's spelling of every field, as documented in fcdata.synth."""
+    """Each release's spelling of every field, as documented in fcdata.synth.writer."""
     root, _ = make(tmp_path, num_images=2, version=version)
     v10 = version == "1.0"
     image = load(root, "image_data.json")[0]
