@@ -110,7 +110,7 @@ def _measure(
     (against `peak_tflops`, else the datasheet's dense bf16 peak). fp16 steps go through a
     dynamic loss scaler, as the trainer's do."""
     from fctrain.loss import region_contrastive_loss
-    from fctrain.model import TextEmbeddingCache
+    from fctrain.text_cache import TextEmbeddingCache
 
     pixels = torch.randn(batch, 3, image_size, image_size, device=device)
     alpha = torch.randn(batch, 1, image_size, image_size, device=device)
@@ -172,7 +172,8 @@ def _text_rows(device: torch.device, batch: int, dtype: torch.dtype | None, toke
     """The text tower's forward per batch beside a warm cache lookup of the same captions."""
     from transformers import CLIPModel
 
-    from fctrain.model import RGBAClip, TextEmbeddingCache
+    from fctrain.model import RGBAClip
+    from fctrain.text_cache import TextEmbeddingCache
 
     torch.manual_seed(0)
     model = RGBAClip(CLIPModel._from_config(vit_b16_config(), attn_implementation="sdpa")).to(device).eval()

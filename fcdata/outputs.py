@@ -8,11 +8,13 @@ so a later run can tell a dead writer's leftovers from a live one's files.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from fcdata.errors import UserError
@@ -91,3 +93,26 @@ def write_text_atomically(path: Path, text: str) -> Path:
         temporary.unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def write_directory_atomically(out_dir: Path) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside `out_dir`; on success it replaces `out_dir` whole,
+    on any exception it is removed. Readers never see a half-written `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out_dir.exists():
+        # A directory cannot be renamed over a non-empty one: move the old one aside first.
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

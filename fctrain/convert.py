@@ -52,7 +52,8 @@ from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPVisionConfig,
 from fcdata.errors import UserError
 from fctrain.export import export_model
 from fctrain.lora_fold import STATES, lora_state, pop_lora_deltas
-from fctrain.model import RGBAClip, check_text_pooling, load_clip, write_directory_atomically
+from fcdata.outputs import write_directory_atomically
+from fctrain.model import RGBAClip, check_text_pooling, load_clip
 
 log = logging.getLogger("fc")
 

@@ -22,7 +22,8 @@ from transformers import CLIPModel
 from fcdata.errors import UserError
 
 from fcdata.transforms import ALPHA_MEAN, ALPHA_STD, CLIP_MEAN, CLIP_STD
-from fctrain.model import RGBAClip, write_directory_atomically
+from fcdata.outputs import write_directory_atomically
+from fctrain.model import RGBAClip
 
 METADATA = "focus_clip.json"
 FORMAT = "focus-clip"

@@ -34,7 +34,8 @@ from fcdata.outputs import write_text_atomically
 from fctrain.checkpoint import TrainState, find_checkpoint, load_checkpoint, read_state, save_checkpoint
 from fctrain.config import OptimConfig, TrainConfig, to_toml
 from fctrain.loss import region_contrastive_loss
-from fctrain.model import RGBAClip, TextEmbeddingCache, build_model, encode_right_padded, trainable_summary
+from fctrain.model import RGBAClip, build_model, trainable_summary
+from fctrain.text_cache import TextEmbeddingCache, encode_right_padded
 from fctrain.pretrain import PretrainOptions, pretrain_tiny_clip
 from fctrain.rundir import CONFIG_FILE, TINY_MODEL, check_checkpoint_config, prepare_run_dir
 

@@ -212,7 +212,7 @@ def test_prefetcher_side_stream_gives_the_cpu_result(shard_dir):
 def test_text_cache_serves_rows_from_the_device_without_syncing(device):
     """Cached caption embeddings equal the text tower's, live on the device, and lookups (hits and
     new captions alike) never make the host wait for the device."""
-    from fctrain.model import TextEmbeddingCache
+    from fctrain.text_cache import TextEmbeddingCache
 
     model = tiny_lora_model(device).eval()
     ids = torch.tensor([[5, 6, 99, 0], [7, 99, 0, 0], [5, 6, 99, 0], [8, 9, 10, 99]])

@@ -13,7 +13,6 @@ from fctrain.config import LoraConfig, ModelConfig
 from floats import assert_different, assert_same
 from fctrain.model import (
     RGBAClip,
-    TextEmbeddingCache,
     apply_lora,
     build_model,
     check_text_pooling,
@@ -26,6 +25,7 @@ from fctrain.model import (
     set_gradient_checkpointing,
     trainable_summary,
 )
+from fctrain.text_cache import TextEmbeddingCache
 
 SIZE = 64  # px: a 4 x 4 patch grid keeps every forward in milliseconds
 PHRASES = [
@@ -450,7 +450,7 @@ def cache_free(model, tokenizer, text: str) -> torch.Tensor:
 def test_right_padded_captions_encode_the_same_without_a_mask(tiny_dir):
     """The causal text tower pools at the end token, so right padding needs no mask: the text
     cache and the trainer encode without one (a mask makes transformers sync on mask.all())."""
-    from fctrain.model import encode_right_padded
+    from fctrain.text_cache import encode_right_padded
 
     model, tokenizer = fresh(tiny_dir)
     batch = tokenizer(["a tall tree", "a man riding a horse on the beach", "a dog"], padding=True, return_tensors="pt")
