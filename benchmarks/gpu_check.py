@@ -108,6 +108,8 @@ def check(out: Path, cpu: bool, stages: list[str], budgets: dict[str, float] | N
     scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     # Stages run in sessions of their own (so a stage is killed with all it started); a SIGTERM to
     # this process must still take the running stage down rather than leave it on the GPU.
+    from fcdata.outputs import write_json_atomically
+
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         for stage in stages:
@@ -115,7 +117,7 @@ def check(out: Path, cpu: bool, stages: list[str], budgets: dict[str, float] | N
             report["stages"][stage] = outcome = _run_child(stage, out, scratch, cpu, budgets[stage])
             print(f"gpu_check: {stage} {outcome['status']} in {outcome['seconds']} s", flush=True)
             report["summary"] = summarise(report["stages"])
-            _write_json(out / RESULT, report)
+            write_json_atomically(out / RESULT, report)
     finally:
         signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(scratch, ignore_errors=True)
@@ -177,12 +179,6 @@ def _tail(path: Path, lines: int = 15) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _write_json(path: Path, data: dict) -> None:
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
-
-
 # ----------------------------------------------------------------------------- the stages
 
 
@@ -193,10 +189,12 @@ def run_stage(stage: str, scratch: Path, cpu: bool) -> int:
     if not cpu and not torch.cuda.is_available():
         print(f"gpu_check: stage {stage}: CUDA is not available here (use --cpu for the CPU check)", file=sys.stderr)
         return 1
+    from fcdata.outputs import write_json_atomically
+
     sizes = CPU if cpu else GPU
     result = {"env": env_stage, "gpu_tests": tests_stage, "step": step_stage, "loader": loader_stage,
               "train": train_stage}[stage](scratch, sizes, cpu)
-    _write_json(scratch / f"{stage}.json", result)
+    write_json_atomically(scratch / f"{stage}.json", result)
     return 0
 
 

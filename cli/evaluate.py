@@ -140,7 +140,7 @@ def _vg_relations(run, checkpoint, shards, max_images, methods, batch_size, out,
 
     from fcdata.outputs import check_output_dir
     from fctrain.checkpoint import load_trained
-    from fctrain.evaluation.common import write_json_atomically
+    from fcdata.outputs import write_json_atomically
     from fctrain.evaluation.relations import METHODS, RelationEvalOptions, evaluate_relations
 
     check_output_dir(out or run, "--out" if out else "--run")

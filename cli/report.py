@@ -29,15 +29,11 @@ def eval_table(report):
 
 def write_eval_outputs(report, out_dir: Path) -> tuple[Path, Path]:
     """eval.json (atomically) and eval-examples.png: the focus method's box choices."""
-    import os
-
+    from fcdata.outputs import write_text_atomically
     from fcdata.show import render_box_choice, save_grid
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = out_dir / "eval.json"
-    temporary = results.with_name(f".{results.name}.tmp{os.getpid()}")
-    temporary.write_text(report.to_json())
-    os.replace(temporary, results)
+    results = write_text_atomically(out_dir / "eval.json", report.to_json())
     pictures = out_dir / "eval-examples.png"
     tiles = []
     for example in report.examples:
@@ -89,7 +85,7 @@ def benchmark_table(report, vision_config):
 def write_benchmark_outputs(report, out_dir: Path) -> tuple[Path, Path | None]:
     """eval-<benchmark>-<split>.json (atomically) and eval-<benchmark>-examples.png."""
     from fcdata.show import render_labelled, save_grid
-    from fctrain.evaluation.common import write_json_atomically
+    from fcdata.outputs import write_json_atomically
 
     results = write_json_atomically(Path(out_dir) / f"eval-{report.benchmark}-{report.split}.json", report.to_dict())
     green, red, grey, black = (40, 200, 60), (230, 30, 30), (170, 170, 170), (0, 0, 0)

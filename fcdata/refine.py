@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections import Counter
@@ -40,8 +39,8 @@ import numpy as np
 from fcdata import keys, reader, segmasks, tarformat
 from fcdata.errors import UserError
 from fcdata.options import MaskOptions
+from fcdata.outputs import atomic_output, write_json_atomically
 from fcdata.tarformat import TarShardWriter
-from fcdata.shard import _write_json  # the one write-to-temp-then-rename JSON helper
 
 PARTS_DIR = ".masks"
 CONFIG_FILE = "masks_config.json"
@@ -122,9 +121,7 @@ def prompts_of(meta: dict) -> list[int]:
 def refine_shard(path: Path, out_dir: Path, masker, options: MaskOptions, progress: MaskProgress | None) -> dict:
     """Write OUT/<name>.tar for one input shard; returns its counts."""
     counts: Counter[str] = Counter()
-    temp = out_dir / f"{path.name}.tmp{os.getpid()}"
-    writer = TarShardWriter(temp)
-    try:
+    with atomic_output(out_dir / path.name) as temp, TarShardWriter(temp) as writer:
         for batch in _batches(tarformat.iter_shard(path), options.batch_images):
             started = time.perf_counter()
             metas = [reader.decode_meta(raw) for raw in batch]
@@ -138,13 +135,8 @@ def refine_shard(path: Path, out_dir: Path, masker, options: MaskOptions, progre
             counts["images"] += len(batch)
             if progress:
                 progress.advance(len(batch), 0, time.perf_counter() - started)
-        writer.close()
-    except BaseException:
-        writer.stream.close()
-        temp.unlink(missing_ok=True)
-        raise
-    os.replace(temp, out_dir / path.name)
-    _write_json(out_dir / PARTS_DIR / f"{path.stem}.json", {name: counts[name] for name in ("images",) + COUNTS})
+    part = {name: counts[name] for name in ("images",) + COUNTS}
+    write_json_atomically(out_dir / PARTS_DIR / f"{path.stem}.json", part, sort_keys=True)
     return counts
 
 
@@ -196,7 +188,7 @@ def prepare(in_dir: Path, out_dir: Path, sam_dir: Path, options: MaskOptions) ->
             changed = next(k for k in config if existing.get(k) != config[k])
             raise UserError(f"{out_dir} holds an fc masks job made with other {changed}; use a new --out, or delete it")
     else:
-        _write_json(path, config)
+        write_json_atomically(path, config, sort_keys=True)
     for folder in (out_dir, out_dir / PARTS_DIR):
         for leftover in folder.glob("*.tmp*"):
             leftover.unlink()
@@ -219,10 +211,9 @@ def finish(in_dir: Path, out_dir: Path, shards: list[Path], seconds: float) -> d
         "last_run_seconds": round(seconds, 2),
     }
     if (in_dir / "sizes.json").exists():
-        temp = out_dir / f"sizes.json.tmp{os.getpid()}"
-        shutil.copyfile(in_dir / "sizes.json", temp)
-        os.replace(temp, out_dir / "sizes.json")
-    _write_json(out_dir / SUMMARY_FILE, summary)
+        with atomic_output(out_dir / "sizes.json") as temp:
+            shutil.copyfile(in_dir / "sizes.json", temp)
+    write_json_atomically(out_dir / SUMMARY_FILE, summary, sort_keys=True)
     return summary
 
 

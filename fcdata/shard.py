@@ -41,7 +41,7 @@ from fcdata import coco, masks, reasons, regions, relations, segmasks, vg
 from fcdata.encode import RegionColumns, SkipImage, encode_sample
 from fcdata.errors import CountingHandler, UserError, error_detail
 from fcdata.options import ShardOptions
-from fcdata.outputs import check_output_dir
+from fcdata.outputs import atomic_output, check_output_dir, write_json_atomically
 from fcdata.tarformat import TarShardWriter
 from fcdata.workers import init_worker, sigint_ignored
 
@@ -275,43 +275,36 @@ def _write_shard(task: ShardTask, report: Callable[[int, int, float], None]) -> 
     split = task.name.split("-")[0]
     shard_file = f"{task.name}.tar"
     handler = CountingHandler(f"shard {task.name}")
-    temp_tar = out_dir / f"{shard_file}.tmp{os.getpid()}"
-    writer = TarShardWriter(temp_tar)
     manifest_rows = []
     pending_images = pending_skips = 0
     since = time.perf_counter()
     columns = RegionColumns.of(task)
-    for index, image_id in enumerate(task.image_ids.tolist()):
-        key = sample_key(image_id)
-        row = {"split": split, "shard": shard_file, "key": key, "image_id": image_id}
-        try:
-            members = encode_sample(task, columns, index, row)
-            for extension, data in members.items():
-                writer.write(f"{key}.{extension}", data)
-            row.update(status="ok", detail="")
-        except SkipImage as skip:
-            row.update(status=skip.reason, detail=skip.detail)
-            pending_skips += 1
-        except Exception as exc:  # noqa: BLE001 - one bad image must not end the run
-            if task.options.strict or not handler(exc):
-                writer.stream.close()
-                temp_tar.unlink(missing_ok=True)
-                raise
-            row.update(status=reasons.SKIP_ERROR, detail=error_detail(exc))
-            pending_skips += 1
-        manifest_rows.append(row)
-        pending_images += 1
-        if pending_images == 16:
-            now = time.perf_counter()
-            report(pending_images, pending_skips, now - since)
-            pending_images = pending_skips = 0
-            since = now
-    writer.close()
-    os.replace(temp_tar, out_dir / shard_file)
-    part = out_dir / PARTS_DIR / f"{task.name}.parquet"
-    temp_part = part.with_name(f"{part.name}.tmp{os.getpid()}")
-    pq.write_table(pa.Table.from_pylist(manifest_rows, schema=MANIFEST_SCHEMA), temp_part)
-    os.replace(temp_part, part)
+    with atomic_output(out_dir / shard_file) as temp_tar, TarShardWriter(temp_tar) as writer:
+        for index, image_id in enumerate(task.image_ids.tolist()):
+            key = sample_key(image_id)
+            row = {"split": split, "shard": shard_file, "key": key, "image_id": image_id}
+            try:
+                members = encode_sample(task, columns, index, row)
+                for extension, data in members.items():
+                    writer.write(f"{key}.{extension}", data)
+                row.update(status="ok", detail="")
+            except SkipImage as skip:
+                row.update(status=skip.reason, detail=skip.detail)
+                pending_skips += 1
+            except Exception as exc:  # noqa: BLE001 - one bad image must not end the run
+                if task.options.strict or not handler(exc):
+                    raise
+                row.update(status=reasons.SKIP_ERROR, detail=error_detail(exc))
+                pending_skips += 1
+            manifest_rows.append(row)
+            pending_images += 1
+            if pending_images == 16:
+                now = time.perf_counter()
+                report(pending_images, pending_skips, now - since)
+                pending_images = pending_skips = 0
+                since = now
+    with atomic_output(out_dir / PARTS_DIR / f"{task.name}.parquet") as temp_part:
+        pq.write_table(pa.Table.from_pylist(manifest_rows, schema=MANIFEST_SCHEMA), temp_part)
     report(pending_images, pending_skips, time.perf_counter() - since)
 
 
@@ -442,12 +435,6 @@ def _drain(queue, advance: Callable[[int, int, float], None]) -> None:
         advance(*counts)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    temp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    temp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(temp, path)
-
-
 def _check_or_write_config(out_dir: Path, config: dict) -> None:
     path = out_dir / CONFIG_FILE
     if path.exists():
@@ -460,7 +447,7 @@ def _check_or_write_config(out_dir: Path, config: dict) -> None:
                     "use a new --out, or delete it to start over"
                 )
         return
-    _write_json(path, config)
+    write_json_atomically(path, config, sort_keys=True)
 
 
 def _first_difference(old, new) -> str:
@@ -572,14 +559,14 @@ def _summarise(
     options: ShardOptions, seconds: float,
 ) -> dict:
     manifest = pa.concat_tables(pq.read_table(out_dir / PARTS_DIR / f"{n}.parquet") for n in plan)
-    temp = out_dir / f"manifest.parquet.tmp{os.getpid()}"
-    pq.write_table(manifest, temp)
-    os.replace(temp, out_dir / "manifest.parquet")
+    with atomic_output(out_dir / "manifest.parquet") as temp:
+        pq.write_table(manifest, temp)
 
     columns = manifest.to_pydict()
     ok = np.array([s == "ok" for s in columns["status"]], bool)
     sizes = Counter(s for s, good in zip(columns["shard"], ok) if good)
-    _write_json(out_dir / "sizes.json", {f"{n}.tar": sizes.get(f"{n}.tar", 0) for n in plan})
+    sizes_by_file = {f"{n}.tar": sizes.get(f"{n}.tar", 0) for n in plan}
+    write_json_atomically(out_dir / "sizes.json", sizes_by_file, sort_keys=True)
 
     def total(column: str, where: np.ndarray | None = None) -> int:
         values = np.array(columns[column], dtype=np.float64)
@@ -620,7 +607,7 @@ def _summarise(
         "options": options.output_affecting(),
         "last_run_seconds": round(seconds, 2),
     }
-    _write_json(out_dir / "summary.json", summary)
+    write_json_atomically(out_dir / "summary.json", summary, sort_keys=True)
     return summary
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from fcdata.errors import CountingHandler
 from fcdata.guard import check_shards, decoded, read_raw, require_any
+from fcdata.outputs import atomic_output
 from fcdata.reader import RegionSample, decode_sample
 from fcdata.relations import DEFAULT_WEIGHTS, relation_alpha
 
@@ -172,8 +173,6 @@ def save_grid(pictures: list, path: Path, columns: int = 4) -> Path:
     """Tile pictures into one PNG (written to a temporary name, then renamed)."""
     from PIL import Image
 
-    import os
-
     cell_w = max(p.width for p in pictures)
     cell_h = max(p.height for p in pictures)
     rows = (len(pictures) + columns - 1) // columns
@@ -181,7 +180,6 @@ def save_grid(pictures: list, path: Path, columns: int = 4) -> Path:
     for index, picture in enumerate(pictures):
         grid.paste(picture, ((index % columns) * cell_w, (index // columns) * cell_h))
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    grid.save(temporary, "PNG")
-    os.replace(temporary, path)
+    with atomic_output(path) as temporary:
+        grid.save(temporary, "PNG")
     return path

@@ -16,9 +16,8 @@ scale_report.json comes last and marks a finished dataset.
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from fcdata.errors import UserError
+from fcdata.outputs import atomic_output, open_atomically, write_json_atomically
 
 VG_IMAGES = 108_077  # images in VG 1.2 / 1.4
 REPORT_FILE = "scale_report.json"
@@ -78,12 +78,11 @@ def generate_vg_scale(
     phrases = _phrase_pool(rng)
     names = [f"{noun}" for noun in _NOUNS] + [f"{a} {n}" for a in _ADJECTIVES[:6] for n in _NOUNS[:8]]
     files = {name: out_dir / f"{name}.json" for name in ("image_data", "region_descriptions", "objects")}
-    temporaries = {name: path.with_name(path.name + ".tmp") for name, path in files.items()}
-    streams = {name: open(path, "w", encoding="utf-8") for name, path in temporaries.items()}
     counts = {"images": 0, "regions": 0, "objects": 0}
     image_sizes: list[tuple[int, int]] = []  # of the images that get a file
     next_region, next_object = 1, 1
-    try:
+    with contextlib.ExitStack() as stack:
+        streams = {name: open_atomically(stack, path) for name, path in files.items()}
         for stream in streams.values():
             stream.write("[")
         for first in range(0, options.num_images, _CHUNK_IMAGES):
@@ -103,24 +102,13 @@ def generate_vg_scale(
                 progress(len(image_ids))
         for stream in streams.values():
             stream.write("]")
-    except BaseException:
-        for stream, path in zip(streams.values(), temporaries.values()):
-            stream.close()
-            path.unlink(missing_ok=True)
-        raise
-    for stream in streams.values():
-        stream.close()
-    for name, path in files.items():
-        os.replace(temporaries[name], path)
     _write_images(out_dir, image_sizes, rng)
     report = {
         "options": asdict(options),
         "counts": counts,
         "bytes": {name: path.stat().st_size for name, path in files.items()},
     }
-    temporary = out_dir / f"{REPORT_FILE}.tmp"
-    temporary.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(temporary, out_dir / REPORT_FILE)
+    write_json_atomically(out_dir / REPORT_FILE, report)
     return report
 
 
@@ -232,8 +220,5 @@ def _write_images(out_dir: Path, sizes: list[tuple[int, int]], rng: np.random.Ge
         ramp = np.linspace(0, 127, width, dtype=np.float32)[None, :, None]
         pixels = (ramp + tint[None, None, :] * 0.5).astype(np.uint8)
         image = np.broadcast_to(pixels, (height, width, 3)) + np.repeat(np.repeat(noise, 8, 0), 8, 1)[:height, :width]
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, "JPEG", quality=90)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_bytes(buffer.getvalue())
-        os.replace(temporary, path)
+        with atomic_output(path) as temporary:
+            Image.fromarray(image).save(temporary, "JPEG", quality=90)

@@ -42,11 +42,23 @@ _ZEROS = bytes(2 * tarfile.BLOCKSIZE)
 
 
 class TarShardWriter:
-    """Deterministic tar: fixed mtime/owner/mode, so the same samples give the same bytes."""
+    """Deterministic tar: fixed mtime/owner/mode, so the same samples give the same bytes.
+
+    As a context manager it closes the archive (end blocks, fsync) when the block succeeds and
+    only the file when it raises: a failed shard is never made to look complete."""
 
     def __init__(self, path: Path):
         self.path = path
         self.stream = open(path, "wb")
+
+    def __enter__(self) -> "TarShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.stream.close()
 
     def write(self, name: str, data: bytes) -> None:
         self.stream.write(ustar_header(name, len(data)))

@@ -24,6 +24,7 @@ to the sharder's known-corrupt list. With `quirks` the last image listed gets id
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -39,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 from fcdata.options import SynthOptions
-from fcdata.outputs import check_output_dir
+from fcdata.outputs import check_output_dir, open_atomically, write_bytes_atomically, write_text_atomically
 from fcdata.reasons import (
     DROP_NO_IMAGE_RECORD,
     FIX_SIZE_MISMATCH,
@@ -147,7 +148,7 @@ def _render_task(task: _ImageTask) -> RenderedImage:
     if data is None:
         path.unlink(missing_ok=True)  # a file from an earlier run would hide the quirk
     else:
-        _write_atomic(path, data)
+        write_bytes_atomically(path, data)
     return rendered
 
 
@@ -160,12 +161,6 @@ def _coco_record(task: _ImageTask, coco_id: int, width: int, height: int, object
         "image": {"id": coco_id, "width": coco_width, "height": coco_height, "file_name": f"{coco_id:012d}.jpg"},
         "annotations": synth_coco.instance_records(rng, object_masks, coco_width, coco_height, scale),
     }
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 def generate_vg(
@@ -223,11 +218,11 @@ def generate_vg(
     from fcdata.synth_coco import INSTANCES_FILE
 
     instances = {"images": coco_images, "annotations": coco_annotations, "categories": [{"id": 1, "name": "shape"}]}
-    _write_atomic(out_dir / INSTANCES_FILE, json.dumps(instances).encode())
+    write_text_atomically(out_dir / INSTANCES_FILE, json.dumps(instances))
     report.coco_images = len(coco_images)
     order = IMAGE_SKIPS + IMAGE_FIXES + REGION_DROPS + REGION_FIXES
     report.quirks = {reason: counts[reason] for reason in order if counts[reason]}
-    _write_atomic(out_dir / REPORT_FILE, report.to_json().encode())
+    write_text_atomically(out_dir / REPORT_FILE, report.to_json())
     return report
 
 
@@ -275,24 +270,18 @@ class _AnnotationWriter:
         self.next_relationship_id = 1
 
     def __enter__(self) -> _AnnotationWriter:
-        self.files = [
-            path.with_name(path.name + ".tmp").open("w", encoding="utf-8") for path in self.paths
-        ]
+        self.stack = contextlib.ExitStack()
+        self.files = [open_atomically(self.stack, path) for path in self.paths]
         self.started = [False] * len(self.files)
         for file in self.files:
             file.write("[")
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        for file, path in zip(self.files, self.paths):
-            if exc_type is None:
+        if exc_type is None:
+            for file in self.files:
                 file.write("]")
-            file.close()
-            temporary = Path(file.name)
-            if exc_type is None:
-                os.replace(temporary, path)
-            else:
-                temporary.unlink(missing_ok=True)
+        self.stack.__exit__(exc_type, exc, traceback)
 
     def _append(self, which: int, record: dict) -> None:
         if self.started[which]:

@@ -1,10 +1,8 @@
 """What every benchmark report shares: the model description, options checks, the progress
-protocol and the atomic JSON write."""
+protocol (atomic JSON writes are fcdata.outputs.write_json_atomically)."""
 
 from __future__ import annotations
 
-import json
-import os
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -73,16 +71,6 @@ def check_positive(**values: int) -> None:
     for name, value in values.items():
         if value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-
-
-def write_json_atomically(path: Path, data: dict) -> Path:
-    """`data` as indented JSON at `path`, written to a temporary name and renamed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
-    return path
 
 
 def load_eval_model(path: Path, device: str = "cpu"):

@@ -63,7 +63,7 @@ def test_layout_and_atomic_writes(tmp_path):
     root, report = make(tmp_path, num_images=6)
     names = {p.name for p in root.iterdir()}
     assert set(synth.ANNOTATION_FILES) | {"VG_100K", "VG_100K_2", synth.REPORT_FILE, "coco_instances.json"} == names
-    assert not list(root.rglob("*.tmp"))
+    assert not list(root.rglob("*.tmp*"))
     assert [r["image_id"] for r in load(root, "image_data.json")] == [1, 2, 3, 4, 5, 6]
     assert sorted(p.name for p in (root / "VG_100K").iterdir()) == ["1.jpg", "3.jpg", "5.jpg"]
     assert sorted(p.name for p in (root / "VG_100K_2").iterdir()) == ["2.jpg", "4.jpg", "6.jpg"]
@@ -352,7 +352,7 @@ def test_an_interrupted_run_leaves_no_report_and_no_temporaries(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         generate_vg(root, SynthOptions(num_images=3, seed=1, long_side_px=SMALL), interrupt)
     assert not (root / synth.REPORT_FILE).exists()
-    assert not list(root.rglob("*.tmp"))
+    assert not list(root.rglob("*.tmp*"))
 
 
 def test_progress_is_told_of_every_image(tmp_path):
