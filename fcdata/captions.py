@@ -20,8 +20,7 @@ import html
 import re
 from collections.abc import Sequence
 
-import ftfy
-
+CONTEXT_LENGTH = 77  # CLIP's text context: the most tokens of a caption, start and end included
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -29,6 +28,8 @@ _WHITESPACE = re.compile(r"\s+")
 def clean_caption(text: str) -> str:
     """OpenAI CLIP's text cleaning: ftfy.fix_text, HTML unescaped twice, whitespace collapsed,
     stripped, lowercased."""
+    import ftfy  # here, not at the top: fcdata.options (read by `fc --help`) imports CONTEXT_LENGTH
+
     text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
     return _WHITESPACE.sub(" ", text).strip().lower()
 

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 
 from fcdata import reasons
+from fcdata.captions import CONTEXT_LENGTH
 from fcdata.errors import UserError
 
 
@@ -137,7 +138,7 @@ class LoaderOptions:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio range
     flip: bool = True  # mirror half the images (and swap "left"/"right" in their phrases)
     train_augment: bool = True  # False: letterbox, no randomness (evaluation view)
-    max_text_tokens: int = 77  # captions are cut to this many tokens
+    max_text_tokens: int = CONTEXT_LENGTH  # captions are cut to this many tokens
     seed: int = 0  # same seed, same stream of batches (fc train: run.seed unless data.seed is given)
 
     def __post_init__(self) -> None:

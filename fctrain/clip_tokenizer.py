@@ -19,12 +19,12 @@ import importlib.util
 import zlib
 from pathlib import Path
 
+from fcdata.captions import CONTEXT_LENGTH
 from fcdata.errors import UserError
 
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 MERGES = 49152 - 256 - 2  # OpenAI's simple_tokenizer keeps this many merges of the file
 VOCAB_SIZE = 2 * 256 + MERGES + 2
-CONTEXT_LENGTH = 77
 START, END = "<|startoftext|>", "<|endoftext|>"
 # Packages that ship the file beside their code; looked up without importing them (open_clip
 # imports torchvision at import time).

@@ -12,12 +12,13 @@ from typing import Iterable
 
 from transformers import PreTrainedTokenizerFast
 
+from fcdata.captions import CONTEXT_LENGTH
+
 PAD, UNK, START, END = "<pad>", "<unk>", "<start>", "<end>"
 # Order fixes the ids: pad 0, unk 1, start 2, end 3. The end id must not be 2: HF's CLIP text
 # tower treats eos_token_id == 2 as "legacy" and pools at argmax(input_ids) instead of at the
 # end token (see fctrain.model.check_text_pooling).
 SPECIAL_TOKENS = (PAD, UNK, START, END)
-MAX_LENGTH = 77  # CLIP's context length
 WORD_START = "\u2581"  # "▁", marks the first piece of each word
 
 
@@ -73,7 +74,7 @@ def build_tokenizer(phrases: Iterable[str], out_dir: Path, vocab_size: int = 409
         eos_token=END,
         pad_token=PAD,
         unk_token=UNK,
-        model_max_length=MAX_LENGTH,
+        model_max_length=CONTEXT_LENGTH,
         padding_side="right",
         model_input_names=["input_ids", "attention_mask"],  # CLIP takes no token_type_ids
     )

@@ -2,7 +2,8 @@ import random
 
 from transformers import AutoTokenizer
 
-from fctrain.tokenizer import END, MAX_LENGTH, PAD, START, build_tokenizer
+from fcdata.captions import CONTEXT_LENGTH as MAX_LENGTH
+from fctrain.tokenizer import END, PAD, START, build_tokenizer
 
 PHRASES = [
     "a man riding a horse", "the red car parked on the street", "dog lying on green grass",
