@@ -47,13 +47,14 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModelWithProjection
+from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from fcdata.errors import UserError
 from fctrain.export import export_model
 from fctrain.lora_fold import STATES, lora_state, pop_lora_deltas
 from fcdata.outputs import write_directory_atomically
 from fctrain.model import RGBAClip, check_text_pooling, load_clip
+from fctrain.tokenizer import load_tokenizer
 
 log = logging.getLogger("fc")
 
@@ -466,13 +467,7 @@ def _check_out_dir(out_dir: Path, sources: Iterable[Path], overwrite: bool) -> N
 def _load_tokenizer(directory: Path):
     if not directory.is_dir():
         raise UserError(f"tokenizer directory {directory} not found")
-    # transformers 5 quietly builds an empty CLIP tokenizer from a directory without vocabulary files.
-    if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.json")):
-        raise UserError(f"{directory}: no tokenizer there (tokenizer.json or vocab.json)")
-    try:
-        return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{directory}: cannot load the tokenizer ({exc})".splitlines()[0]) from exc
+    return load_tokenizer(directory, f"tokenizer directory {directory}")
 
 
 def _adopt_token_ids(config: CLIPConfig, tokenizer, source: str) -> None:

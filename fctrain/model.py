@@ -27,13 +27,13 @@ from peft import LoraConfig as PeftLoraConfig
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, AutoTokenizer, CLIPConfig, CLIPModel
+from transformers import AutoConfig, CLIPConfig, CLIPModel
 
 from fcdata.captions import clean_caption
 from fcdata.errors import UserError
 from fcdata.outputs import write_directory_atomically
 from fctrain.config import LoraConfig, ModelConfig
-from fctrain.tokenizer import build_tokenizer
+from fctrain.tokenizer import build_tokenizer, load_tokenizer
 
 log = logging.getLogger("fc")
 
@@ -130,13 +130,7 @@ def load_clip(model: ModelConfig | str | Path) -> tuple[CLIPModel, object]:
         )
     except (OSError, ValueError) as exc:
         raise UserError(f"model {source!r}: cannot load the CLIP weights ({exc})".splitlines()[0]) from exc
-    # transformers 5 quietly builds an empty CLIP tokenizer from a directory without vocabulary files.
-    if local.is_dir() and not any((local / name).is_file() for name in ("tokenizer.json", "vocab.json")):
-        raise UserError(f"model {source!r}: no tokenizer (tokenizer.json or vocab.json) beside the weights")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"model {source!r}: no tokenizer beside the weights ({exc})".splitlines()[0]) from exc
+    tokenizer = load_tokenizer(where, f"model {source!r}")
     if len(tokenizer) > clip.config.text_config.vocab_size:
         raise UserError(f"model {source!r}: the tokenizer has {len(tokenizer)} tokens, the text tower "
                         f"{clip.config.text_config.vocab_size}: they do not belong together")

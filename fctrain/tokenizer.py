@@ -2,6 +2,7 @@
 
 Real runs use the CLIP tokenizer in the user's model directory; this one exists so that the whole
 pipeline (tokenise, encode, train, export, load) runs offline without any pretrained download.
+`load_tokenizer` is the one way a saved tokenizer is read (a model directory, `fc convert --tokenizer`).
 """
 
 from __future__ import annotations
@@ -10,15 +11,17 @@ import string
 from pathlib import Path
 from typing import Iterable
 
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from fcdata.captions import CONTEXT_LENGTH
+from fcdata.errors import UserError
 
 PAD, UNK, START, END = "<pad>", "<unk>", "<start>", "<end>"
 # Order fixes the ids: pad 0, unk 1, start 2, end 3. The end id must not be 2: HF's CLIP text
 # tower treats eos_token_id == 2 as "legacy" and pools at argmax(input_ids) instead of at the
 # end token (see fctrain.model.check_text_pooling).
 SPECIAL_TOKENS = (PAD, UNK, START, END)
+VOCABULARY_FILES = ("tokenizer.json", "vocab.json")  # what a saved tokenizer directory holds
 WORD_START = "\u2581"  # "▁", marks the first piece of each word
 
 
@@ -82,3 +85,16 @@ def build_tokenizer(phrases: Iterable[str], out_dir: Path, vocab_size: int = 409
     out_dir.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(out_dir)
     return fast
+
+
+def load_tokenizer(where: str | Path, what: str):
+    """The tokenizer saved at `where` (a directory, or a hub id already in the local cache);
+    `what` names it in the one-line errors (e.g. "model 'runs/x'")."""
+    local = Path(where).expanduser()
+    # transformers 5 quietly builds an empty CLIP tokenizer from a directory without vocabulary files.
+    if local.is_dir() and not any((local / name).is_file() for name in VOCABULARY_FILES):
+        raise UserError(f"{what}: no tokenizer ({' or '.join(VOCABULARY_FILES)}) in {local}")
+    try:
+        return AutoTokenizer.from_pretrained(str(local) if local.is_dir() else str(where), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{what}: cannot load the tokenizer ({exc})".splitlines()[0]) from exc
