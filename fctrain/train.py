@@ -31,7 +31,15 @@ from fcdata import guard, keys
 from fcdata.errors import CountingHandler, Interrupted, UserError
 from fcdata.loader import LoaderPosition, Prefetcher, RegionStream, count_samples, make_loader, resolve_shards
 from fcdata.outputs import write_text_atomically
-from fctrain.checkpoint import TrainState, find_checkpoint, load_checkpoint, read_state, save_checkpoint
+from fctrain.checkpoint import (
+    CheckpointManager,
+    RankPositions,
+    RngState,
+    TrainedWeights,
+    TrainState,
+    find_checkpoint,
+    read_state,
+)
 from fctrain.config import OptimConfig, TrainConfig, to_toml
 from fctrain.loss import region_contrastive_loss
 from fctrain.model import RGBAClip, build_model, trainable_summary
@@ -178,11 +186,10 @@ def _train(config: TrainConfig, progress: TrainProgress | None, overwrite: bool)
     shards = resolve_shards(config.data.shards, config.data.split)
     guard.check_shards(shards, "training shards")
     _check_workers(config.data.workers)
-    resume_from, saved = None, None
-    if config.checkpoint.resume:
+    resume_from = None
+    if config.checkpoint.resume:  # checked now, before any work: restored once the states exist
         resume_from = find_checkpoint(run_dir, config.checkpoint.resume)
-        saved = read_state(resume_from)
-        check_checkpoint_config(resume_from, saved.get("config", {}), config)
+        check_checkpoint_config(resume_from, read_state(resume_from)["config"], config)
     runtime = setup_runtime(config)
     if runtime.main:
         prepare_run_dir(run_dir, config, overwrite)
@@ -209,12 +216,18 @@ def _train(config: TrainConfig, progress: TrainProgress | None, overwrite: bool)
     scaler = make_scaler(runtime)
     roles = max(1, config.data.workers)
     state = TrainState(position=LoaderPosition(emitted=[0] * roles))
+    states = {
+        "model": TrainedWeights(model), "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler,
+        "train": state, "data": RankPositions(state.position, runtime.rank, runtime.world), "rng": RngState(),
+    }
+    checkpoints = CheckpointManager(run_dir, states, config.checkpoint.keep_last, config, main=runtime.main)
     if resume_from is not None:
-        load_checkpoint(resume_from, model, optimizer, scheduler, scaler, state, runtime.rank)
+        checkpoints.restore(resume_from)
         if progress and runtime.main:
             progress.note(f"resumed from {resume_from} at step {state.step}")
     trained = torch.nn.parallel.DistributedDataParallel(model) if runtime.world > 1 else model
-    loop = _Loop(config, runtime, model, trained, tokenizer, optimizer, scheduler, scaler, state, shards, run_dir, progress)
+    parts = _Parts(model, trained, tokenizer, optimizer, scheduler, scaler, state)
+    loop = _Loop(config, runtime, parts, checkpoints, shards, progress)
     try:
         return loop.run()
     finally:
@@ -222,13 +235,28 @@ def _train(config: TrainConfig, progress: TrainProgress | None, overwrite: bool)
             dist.destroy_process_group()
 
 
+@dataclass
+class _Parts:
+    """What a training step works with (the stateful ones are also the checkpoint's states)."""
+
+    model: RGBAClip
+    trained: torch.nn.Module  # the model, or its DDP wrapper: what the forward pass calls
+    tokenizer: object
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    state: TrainState
+
+
 class _Loop:
     """The training loop and the few things it keeps between steps."""
 
-    def __init__(self, config, runtime, model, trained, tokenizer, optimizer, scheduler, scaler, state, shards, run_dir, progress):
-        self.config, self.runtime, self.model, self.trained = config, runtime, model, trained
-        self.tokenizer, self.optimizer, self.scheduler, self.scaler = tokenizer, optimizer, scheduler, scaler
-        self.state, self.shards, self.run_dir, self.progress = state, shards, run_dir, progress
+    def __init__(self, config: TrainConfig, runtime: Runtime, parts: _Parts, checkpoints: CheckpointManager,
+                 shards: list[str], progress: TrainProgress | None):
+        self.config, self.runtime, self.checkpoints, self.shards, self.progress = config, runtime, checkpoints, shards, progress
+        self.model, self.trained, self.tokenizer, self.state = parts.model, parts.trained, parts.tokenizer, parts.state
+        self.optimizer, self.scheduler, self.scaler = parts.optimizer, parts.scheduler, parts.scaler
+        self.run_dir = Path(config.run.out_dir)
         self.text_cache = TextEmbeddingCache(config.model.text_cache_entries) if config.model.text_cache else None
         images = count_samples(shards)
         per_step = config.data.images_per_batch * runtime.world * config.optim.grad_accum
@@ -278,7 +306,7 @@ class _Loop:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        if not self.last_checkpoint or not self.last_checkpoint.name.endswith(f"{state.step:07d}"):
+        if self.checkpoints.saved_step != state.step:
             self._checkpoint()
         stopped = self.stopping if self.stopping and state.step < config.run.steps else None
         return TrainResult(self.run_dir, state.step, self.last_checkpoint, self.metrics, stopped, dict(sorted(self.skipped.items())))
@@ -379,15 +407,7 @@ class _Loop:
                     self.progress.update(row)
 
     def _checkpoint(self) -> None:
-        positions = [self.state.position.state_dict()]
-        if self.runtime.world > 1:
-            positions = [None] * self.runtime.world
-            dist.all_gather_object(positions, self.state.position.state_dict())
-        if self.runtime.main:
-            self.last_checkpoint = save_checkpoint(
-                self.run_dir, self.model, self.optimizer, self.scheduler, self.scaler, self.state,
-                self.config.to_dict(), self.config.checkpoint.keep_last, positions,
-            )
+        self.last_checkpoint = self.checkpoints.save(self.state.step)  # every rank: the data positions are gathered
         _barrier(self.runtime)
 
     def _stop_requested(self) -> bool:

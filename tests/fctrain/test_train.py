@@ -49,18 +49,49 @@ def test_loss_decreases_on_generated_regions(shard_dir, tmp_path):
     assert sum(values[-8:]) / 8 < sum(values[:8]) / 8 - 0.3
 
 
-def test_resume_continues_with_the_same_losses(shard_dir, tmp_path):
-    """Resuming from the step-3 checkpoint reproduces steps 4-6 of the uninterrupted run."""
-    whole = train(config_for(shard_dir, tmp_path / "whole", "model.text_cache=false"))
-    reference = losses(whole.run_dir)
-    resumed_dir = tmp_path / "resumed"
-    shutil.copytree(whole.run_dir, resumed_dir)
+@pytest.fixture(scope="module")
+def whole_run(shard_dir, tmp_path_factory):
+    """A 6-step run with checkpoints at steps 3 and 6, and its losses."""
+    whole = train(config_for(shard_dir, tmp_path_factory.mktemp("whole") / "run", "model.text_cache=false"))
+    return whole.run_dir, losses(whole.run_dir)
+
+
+def resumed_from_step_3(shard_dir, whole_run, resumed_dir, edit_checkpoint=lambda path: None) -> dict[int, float]:
+    """The losses of the whole run resumed from its step-3 checkpoint (edited first if asked)."""
+    shutil.copytree(whole_run[0], resumed_dir)
     shutil.rmtree(resumed_dir / "checkpoints" / "step-0000006")
     (resumed_dir / "metrics.jsonl").unlink()
+    edit_checkpoint(resumed_dir / "checkpoints" / "step-0000003")
     train(config_for(shard_dir, resumed_dir, "model.text_cache=false", 'checkpoint.resume="latest"'))
-    again = losses(resumed_dir)
+    return losses(resumed_dir)
+
+
+def test_resume_continues_with_the_same_losses(shard_dir, whole_run, tmp_path):
+    """Resuming from the step-3 checkpoint reproduces steps 4-6 of the uninterrupted run."""
+    reference = whole_run[1]
+    again = resumed_from_step_3(shard_dir, whole_run, tmp_path / "resumed")
     assert sorted(again) == [4, 5, 6]
     for step in (4, 5, 6):  # metrics.jsonl rounds losses to 5 decimals: equal to that last digit
+        assert again[step] == pytest.approx(reference[step], rel=0, abs=2e-5)
+
+
+def as_format_1(path) -> None:
+    """Rewrite a checkpoint's train_state.pt as the code before the checkpoint manager wrote it."""
+    new = torch.load(path / STATE_FILE, weights_only=True)
+    torch.save({
+        "optimizer": new["optimizer"], "scheduler": new["scheduler"], "scaler": new["scaler"],
+        "logit_scale": new["model"]["logit_scale"], "train": {**new["train"], "position": new["data"][0]},
+        "positions": new["data"], "rng": new["rng"], "config": new["config"],
+    }, path / STATE_FILE)
+
+
+def test_a_checkpoint_written_before_the_manager_resumes(shard_dir, whole_run, tmp_path):
+    """A format-1 train_state.pt (no "format" key, logit scale at the top, "positions" beside rank
+    0's position inside "train"): resuming from it reproduces steps 4-6 of the uninterrupted run."""
+    reference = whole_run[1]
+    again = resumed_from_step_3(shard_dir, whole_run, tmp_path / "resumed", as_format_1)
+    assert sorted(again) == [4, 5, 6]
+    for step in (4, 5, 6):
         assert again[step] == pytest.approx(reference[step], rel=0, abs=2e-5)
 
 
@@ -94,7 +125,7 @@ def test_an_exactly_once_stream_that_ends_early_moves_to_the_next_epoch(shard_di
     monkeypatch.setattr(train_module, "make_loader", counted)
     result = train(config_for(shards, tmp_path / "run", "data.resample=false", "run.steps=12", "checkpoint.every_steps=12"))
     state = torch.load(result.checkpoint / STATE_FILE, weights_only=False)
-    assert result.step == 12 and state["train"]["position"]["epoch"] >= 1
+    assert result.step == 12 and state["data"][0]["epoch"] >= 1
 
 
 def test_exactly_once_streams_are_refused_under_torchrun(shard_dir, tmp_path, monkeypatch):
@@ -232,7 +263,7 @@ def test_two_process_ddp_on_cpu(shard_dir, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     state = torch.load(out / "checkpoints" / "step-0000004" / STATE_FILE, weights_only=False)
-    assert len(state["positions"]) == 2
+    assert len(state["data"]) == 2
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 4 and rows[-1]["samples_seen"] == 4 * 16 * 2
 
@@ -287,7 +318,7 @@ def test_sigterm_to_one_ddp_rank_stops_both_after_the_same_step(shard_dir, tmp_p
     step = json.loads(metrics.read_text().splitlines()[-1])["step"]
     last = sorted((out / "checkpoints").iterdir())[-1]
     assert last.name == f"step-{step:07d}" and 3 <= step < 100000
-    assert len(torch.load(last / STATE_FILE, weights_only=False)["positions"]) == 2
+    assert len(torch.load(last / STATE_FILE, weights_only=False)["data"]) == 2
 
 
 
@@ -323,7 +354,7 @@ def test_kill_9_during_a_checkpoint_write_leaves_latest_loadable(shard_dir, tmp_
     script = f"""
 import os, signal, torch
 from fctrain import checkpoint
-from fctrain.checkpoint import TrainState, load_trained, save_checkpoint
+from fctrain.checkpoint import CheckpointManager, RankPositions, RngState, TrainedWeights, TrainState, load_trained
 from fctrain.train import build_optimizer, make_scaler, Runtime
 
 model, _, config = load_trained({str(run)!r})
@@ -338,8 +369,11 @@ def dies_half_way(state, path):
     os.kill(os.getpid(), signal.SIGKILL)
 
 checkpoint.torch.save = dies_half_way
-save_checkpoint({str(run)!r}, model, optimizer, scheduler, make_scaler(Runtime(torch.device("cpu"))),
-                TrainState(step=4), config.to_dict(), 3)
+state = TrainState(step=4)
+states = {{"model": TrainedWeights(model), "optimizer": optimizer, "scheduler": scheduler,
+          "scaler": make_scaler(Runtime(torch.device("cpu"))), "train": state,
+          "data": RankPositions(state.position), "rng": RngState()}}
+CheckpointManager({str(run)!r}, states, keep_last=3, config=config).save(state.step)
 """
     killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
