@@ -14,13 +14,14 @@ from pathlib import Path
 
 from fcdata.errors import UserError
 from fcdata.outputs import check_output_dir, remove_stale_temporaries
+from fctrain.checkpoint import CHECKPOINTS_DIR, PREFIX, checkpoint_dir
 from fctrain.config import TrainConfig, load_config
 
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
 TINY_MODEL = "tiny-model"
 # Everything fc train (and fc eval, into the run folder by default) writes there.
-RUN_OUTPUTS = (CONFIG_FILE, METRICS_FILE, "checkpoints", TINY_MODEL, "eval.json", "eval-examples.png")
+RUN_OUTPUTS = (CONFIG_FILE, METRICS_FILE, CHECKPOINTS_DIR, TINY_MODEL, "eval.json", "eval-examples.png")
 
 # Settings that may change when a run is resumed: where things are and how the run is driven.
 # The rest (model, LoRA, loss, optimiser, data sampling, seeds) define the run.
@@ -50,14 +51,14 @@ def differences(old: dict, new: dict, ignore: frozenset[str] = RESUMABLE) -> lis
 
 
 def holds_run(run_dir: Path) -> bool:
-    return (run_dir / METRICS_FILE).exists() or any((run_dir / "checkpoints").glob("step-*"))
+    return (run_dir / METRICS_FILE).exists() or any(checkpoint_dir(run_dir).glob(f"{PREFIX}*"))
 
 
 def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool = False) -> None:
     """Check (rank 0, before any work) that `run_dir` may take this run; clear it if `overwrite`."""
     check_output_dir(run_dir, "--out")
     remove_stale_temporaries(run_dir, f".{TINY_MODEL}.*")
-    remove_stale_temporaries(run_dir / "checkpoints", ".step-*")
+    remove_stale_temporaries(checkpoint_dir(run_dir), f".{PREFIX}*")
     saved_path = run_dir / CONFIG_FILE
     if config.checkpoint.resume:
         if saved_path.exists():
