@@ -79,10 +79,13 @@ class LossConfig:
     logit_scale: float = 0.0
     learn_logit_scale: bool = False  # train it (clamped to max_logit_scale after every step)
     max_logit_scale: float = 100.0  # the clamp (open_clip clamps at ln 100)
+    label_smoothing: float = 0.0  # share of each target spread over the other candidates (Alpha-CLIP: 0.1)
 
     def __post_init__(self) -> None:
         if not 0 <= self.logit_scale <= self.max_logit_scale:
             raise UserError("loss.logit_scale must be in [0, loss.max_logit_scale] (0: the checkpoint's own)")
+        if not 0 <= self.label_smoothing < 1:
+            raise UserError("loss.label_smoothing must be in [0, 1)")
 
 
 @dataclass
@@ -254,7 +257,7 @@ class DemoOptions:
 
 # The rows of `fc eval`: the fine-tuned model, CLIP itself, and training-free prompts (fctrain.prompts).
 # Each box prompt sits beside its mask version (crop to the mask's box, blur / gray outside the mask).
-EVAL_METHODS = ("focus", "focus_mask", "untrained", "whole_image", "crop", "crop_mask", "blur", "blur_mask", "grayscale", "grayscale_mask",
+EVAL_METHODS = ("focus", "focus_mask", "focus_whole", "untrained", "whole_image", "crop", "crop_mask", "blur", "blur_mask", "grayscale", "grayscale_mask",
                 "red_outline", "attention_bias")
 
 

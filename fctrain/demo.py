@@ -43,13 +43,11 @@ def demo_train_config(options: DemoOptions, shard_dir: Path, *overrides: str) ->
     ])
 
 
-def run_demo(
-    options: DemoOptions,
-    synth_progress: Callable[[int], None] | None = None,
-    shard_progress: ShardProgress | None = None,
-    train_progress: TrainProgress | None = None,
-    eval_progress: Callable[[str], None] | None = None,
-) -> DemoResult:
+def make_demo_data(
+    options: DemoOptions, synth_progress: Callable[[int], None] | None = None, shard_progress: ShardProgress | None = None,
+) -> tuple[Path, Path, SynthReport, ShardSummary]:
+    """The demo's dataset (OUT/vg) and its shards (OUT/shards): what every demo run and the recipe
+    sweep (benchmarks/recipe_sweep.py) train and evaluate on."""
     vg_root, shard_dir = options.out_dir / "vg", options.out_dir / "shards"
     synth = generate_vg(vg_root, SynthOptions(num_images=options.images, seed=options.seed, quirks=True, workers=options.workers), synth_progress)
     # The synthetic COCO file gives the object regions of half the images their true shapes.
@@ -57,7 +55,17 @@ def run_demo(
         shard_samples=64, val_fraction=0.1, workers=options.workers,
         coco_instances=(str(vg_root / INSTANCES_FILE),),
     )
-    shards = shard_vg(vg_root, shard_dir, shard_options, shard_progress)
+    return vg_root, shard_dir, synth, shard_vg(vg_root, shard_dir, shard_options, shard_progress)
+
+
+def run_demo(
+    options: DemoOptions,
+    synth_progress: Callable[[int], None] | None = None,
+    shard_progress: ShardProgress | None = None,
+    train_progress: TrainProgress | None = None,
+    eval_progress: Callable[[str], None] | None = None,
+) -> DemoResult:
+    vg_root, shard_dir, synth, shards = make_demo_data(options, synth_progress, shard_progress)
     config = demo_train_config(options, shard_dir)
     training = train(config, train_progress, overwrite=True)  # OUT/run is the demo's own: run again, it starts over
     from fctrain.checkpoint import load_trained

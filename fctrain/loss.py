@@ -40,12 +40,14 @@ def region_contrastive_loss(
     phrase_keys: torch.Tensor,
     logit_scale: torch.Tensor,
     across_ranks: bool = True,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """image_features, text_features: B x D (any scale); phrase_keys: B int64, equal for equal
     captions; logit_scale: a scalar (CLIP's exp(logit_scale), e.g. 100). Returns the mean of the
     image->text and text->image cross-entropies. across_ranks=False keeps the loss local to this
     process even under DDP: for work only one rank does, or batches whose sizes differ between
-    ranks (a collective would hang or fail there)."""
+    ranks (a collective would hang or fail there). label_smoothing: as in F.cross_entropy (Alpha-CLIP
+    uses 0.1), the smoothed mass spread over a row's candidates but not its masked duplicates."""
     images = F.normalize(image_features.float(), dim=-1)
     texts = F.normalize(text_features.float(), dim=-1)
     gather = gather_rows if across_ranks else (lambda local: local)
@@ -56,4 +58,16 @@ def region_contrastive_loss(
     duplicate = all_keys[:, None] == all_keys[None, :]
     duplicate.fill_diagonal_(False)
     logits = (logit_scale * all_images @ all_texts.T).masked_fill(duplicate, float("-inf"))
-    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+    if not label_smoothing:
+        return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+    # F.cross_entropy's smoothing puts mass on every column, the -inf duplicates too (an infinite loss).
+    return 0.5 * (_smoothed_cross_entropy(logits, ~duplicate, label_smoothing) + _smoothed_cross_entropy(logits.T, ~duplicate.T, label_smoothing))
+
+
+def _smoothed_cross_entropy(logits: torch.Tensor, allowed: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """F.cross_entropy(label_smoothing=smoothing) with the diagonal as targets, the smoothing mass
+    spread over each row's allowed columns only (N x N logits, N x N bool `allowed`, the diagonal
+    included); without masked columns it equals PyTorch's."""
+    log_p = F.log_softmax(logits, dim=-1)
+    uniform = torch.where(allowed, log_p, torch.zeros_like(log_p)).sum(dim=-1) / allowed.sum(dim=-1)
+    return (-(1 - smoothing) * log_p.diagonal() - smoothing * uniform).mean()

@@ -37,6 +37,9 @@ class PretrainOptions:
     crops_per_image: int = 4  # distinct-phrase regions cut from each image
     lr: float = 1e-3  # AdamW peak learning rate (warm-up 10%, cosine)
     margin: tuple[float, float] = (0.1, 1.5)  # context around each box, a share of its side, drawn per crop
+    # Chance that an image also gives a whole-image pair (captioned with one of its region phrases):
+    # CLIP was trained on whole images, so its text space is not shaped on crops alone.
+    full_image_ratio: float = 0.0
     seed: int = 0
 
 
@@ -69,6 +72,8 @@ def _sample_crops(sample: dict, rng: random.Random, size: int, options: Pretrain
         pad_x, pad_y = margin * (x1 - x0), margin * (y1 - y0)
         box = (max(0, x0 - pad_x), max(0, y0 - pad_y), min(image.width, x1 + pad_x), min(image.height, y1 + pad_y))
         crops.append((letterbox(np.asarray(image.crop(box)), _NO_MASKS, size)[0], regions["phrase"][k]))
+    if options.full_image_ratio and rng.random() < options.full_image_ratio:
+        crops.append((letterbox(np.asarray(image), _NO_MASKS, size)[0], regions["phrase"][rng.choice(distinct)]))
     return crops
 
 

@@ -333,7 +333,10 @@ class _Loop:
             with autocast:
                 image_features = self.trained(batch.pixel_values, batch.alpha)
                 text_features = self._text_features(batch)
-            loss = region_contrastive_loss(image_features, text_features, batch.phrase_keys, self.model.logit_scale.exp())
+            loss = region_contrastive_loss(
+                image_features, text_features, batch.phrase_keys, self.model.logit_scale.exp(),
+                label_smoothing=self.config.loss.label_smoothing,
+            )
             # x world: DDP averages gradients over ranks, each of which holds the global loss's
             # exact gradient for its own features (fctrain.loss).
             self.scaler.scale(loss * runtime.world / self.config.optim.grad_accum).backward()

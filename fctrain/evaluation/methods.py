@@ -53,7 +53,7 @@ _MASK_PROMPTS = {"crop_mask": "crop", "blur_mask": "blur", "grayscale_mask": "gr
 # focus = alpha_box), REC and ImageNet-S offer BENCHMARK_METHODS.
 METHODS: dict[str, tuple[str, ...]] = {
     "alpha_mask": ("alpha_mask",), "alpha_box": ("alpha_box",), "alpha_whole": ("alpha_whole",),
-    "focus": ("alpha_box",), "focus_mask": ("alpha_mask",), "untrained": ("untrained",),
+    "focus": ("alpha_box",), "focus_mask": ("alpha_mask",), "focus_whole": ("alpha_whole",), "untrained": ("untrained",),
     "whole_image": ("whole_image",), "crop": ("crop",), "blur": ("blur",), "crop_blur": ("crop", "blur"),
     "grayscale": ("grayscale",), "red_circle": ("red_circle",), "red_outline": ("red_outline",),
     "crop_mask": ("crop_mask",), "blur_mask": ("blur_mask",), "crop_blur_mask": ("crop_mask", "blur_mask"),
@@ -63,7 +63,7 @@ BENCHMARK_METHODS = ("alpha_mask", "alpha_box", "alpha_whole", "whole_image", "c
                      "red_circle", "red_outline", "crop_mask", "blur_mask", "crop_blur_mask", "grayscale_mask", "falip")
 METHOD_TITLES = {  # short: tables must fit an 80-column terminal
     "alpha_mask": "model, mask alpha", "alpha_box": "model, box alpha", "alpha_whole": "model, whole alpha",
-    "focus": "Focus-CLIP (box)", "focus_mask": "Focus-CLIP (mask)", "untrained": "untrained (=CLIP)",
+    "focus": "Focus-CLIP (box)", "focus_mask": "Focus-CLIP (mask)", "focus_whole": "Focus-CLIP (whole)", "untrained": "untrained (=CLIP)",
     "focus_object_guided": "Obj-guided (box)",  # fc demo --object-guided: a second model's focus row
     "whole_image": "CLIP whole image", "crop": "CLIP crop", "blur": "CLIP blur outside", "crop_blur": "CLIP crop+blur",
     "grayscale": "CLIP gray outside", "red_circle": "CLIP red circle", "red_outline": "CLIP red box",

@@ -15,8 +15,10 @@ among the tied candidates, so chance-level methods score chance, not 0 or 1.
 
 Methods: focus (the fine-tuned model, alpha = the region's box), focus_mask (the same model and
 candidates, alpha = the region's real mask where the shard has one (COCO or SAM, layout runs-v1),
-its box elsewhere: Alpha-CLIP's "rectangular box vs mask" comparison), untrained (base weights and a
-zero alpha conv: CLIP itself), and the prompts of fctrain.prompts on the base weights, each box
+its box elsewhere: Alpha-CLIP's "rectangular box vs mask" comparison), focus_whole (the same model
+with an all-ones alpha, one embedding per image: what fine-tuning did to whole-image recognition,
+to compare with whole_image's retrieval and classification), untrained (base weights and a zero
+alpha conv: CLIP itself), and the prompts of fctrain.prompts on the base weights, each box
 prompt beside its mask version (crop_mask, blur_mask, grayscale_mask: the real mask, or the box
 where there is none). All run through the shared evaluation tower (fctrain.evaluation.methods):
 the alpha rows on the loader's evaluation view, the prompts drawn on the stored image and
@@ -124,7 +126,7 @@ def _eval_image(sample: dict, size: int, options: EvalOptions, view_options: Loa
 
 # Views made from the loader's evaluation view (EvalImage.letterboxed and its alphas: the inputs the
 # model trained on); the visual prompts are drawn on the stored image by the shared tower.
-_FROM_EVAL_VIEW = ("alpha_box", "alpha_mask", "untrained", "whole_image", "attention_bias")
+_FROM_EVAL_VIEW = ("alpha_box", "alpha_mask", "alpha_whole", "untrained", "whole_image", "attention_bias")
 IMAGES_PER_CHUNK = 16  # images whose views are built (in a background thread) and encoded together
 
 
@@ -148,7 +150,7 @@ def stored_regions(image: EvalImage) -> list[Region]:
 def _eval_view_inputs(image: EvalImage, view: str, grid: int, strength: float) -> ViewInputs:
     count, size = len(image.phrases), image.letterboxed.shape[0]
     pictures = np.repeat(image.letterboxed[None], count, 0)
-    if view == "whole_image":
+    if view in ("whole_image", "alpha_whole"):  # one input per image (the tower shares it among its regions)
         return ViewInputs(image.letterboxed[None], np.full((1, size, size), 255, np.uint8), None)
     if view == "attention_bias":
         return ViewInputs(pictures, np.zeros((count, size, size), np.uint8), patch_bias(image.model_boxes, grid, size, strength).numpy())

@@ -3,7 +3,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from floats import assert_same
+from floats import assert_different, assert_same
 from fctrain.loss import region_contrastive_loss
 
 
@@ -103,3 +103,28 @@ def test_two_ranks_give_the_gradient_of_one_process_on_the_whole_batch(tmp_path)
         # Two ranks sum the same terms in another order than one process: equal to float32 rounding.
         assert_same(result["loss"], whole.detach(), what=f"rank {rank} loss")
         assert_same(result["grad"], tower.weight.grad, what=f"rank {rank} gradient")
+
+
+def test_label_smoothing_equals_pytorchs_without_duplicates_and_skips_masked_columns():
+    """Without equal captions the smoothed loss is F.cross_entropy's; with them, the masked twins
+    get no smoothing mass (the loss stays finite and below what smoothing onto them would give)."""
+    torch.manual_seed(2)
+    images, texts = torch.randn(6, 8), torch.randn(6, 8)
+    scale = torch.tensor(10.0)
+    logits = scale * F.normalize(images, dim=-1) @ F.normalize(texts, dim=-1).T
+    targets = torch.arange(6)
+    expected = 0.5 * (F.cross_entropy(logits, targets, label_smoothing=0.1) + F.cross_entropy(logits.T, targets, label_smoothing=0.1))
+    assert_same(region_contrastive_loss(images, texts, torch.arange(6), scale, label_smoothing=0.1), expected)
+
+    twins = torch.tensor([1, 1, 2, 3, 4, 5])
+    smoothed = region_contrastive_loss(images, texts, twins, scale, label_smoothing=0.1)
+    plain = region_contrastive_loss(images, texts, twins, scale)
+    assert torch.isfinite(smoothed)
+    assert_different(smoothed, plain)
+    allowed = twins[:, None] != twins[None, :]
+    allowed.fill_diagonal_(True)
+    log_p = torch.log_softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
+    by_hand = (-(0.9) * log_p.diagonal() - 0.1 * torch.stack([log_p[i][allowed[i]].mean() for i in range(6)])).mean()
+    log_q = torch.log_softmax(logits.T.masked_fill(~allowed, float("-inf")), dim=-1)
+    by_hand_t = (-(0.9) * log_q.diagonal() - 0.1 * torch.stack([log_q[i][allowed[i]].mean() for i in range(6)])).mean()
+    assert_same(smoothed, 0.5 * (by_hand + by_hand_t))

@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -161,3 +163,37 @@ def test_alpha_matters_box_selection_clearly_beats_whole_image(tmp_path):
     focus, whole = rows["focus"]["box_accuracy"], rows["whole_image"]["box_accuracy"]
     assert abs(whole - rows["whole_image"]["box_chance"]) < 0.05  # whole image is chance among an image's regions
     assert focus >= whole + 0.15, rows
+
+
+def test_focus_whole_is_the_trained_model_on_the_whole_image_and_clip_with_the_adapters_off(tmp_path, tiny_trained):
+    """focus_whole gives every region of an image that image's all-ones-alpha embedding from the
+    trained weights; with LoRA and the alpha conv off it is exactly the whole_image row."""
+    from fcdata.shard import TarShardWriter
+    from fctrain.config import EvalOptions
+    from fctrain.evaluation.methods import base_weights
+    from fctrain.evaluation.regions import load_eval_images, region_features
+    from tests.fcdata.test_segmasks import make_sample
+
+    model, _ = tiny_trained
+    writer = TarShardWriter(tmp_path / "val-00000.tar")
+    rng = np.random.default_rng(3)
+    for image_id in (1, 2):
+        sample = make_sample(image_id, np.array([[5, 5, 40, 40], [20, 10, 60, 46]], np.float64), [None, None], 48, 64)
+        pixels = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)  # two different images
+        encoded = io.BytesIO()
+        Image.fromarray(pixels).save(encoded, format="JPEG")
+        sample["jpg"] = encoded.getvalue()
+        for name, data in sample.items():
+            writer.write(f"{image_id:09d}.{name}", data)
+    writer.close()
+    options = EvalOptions(shards=str(tmp_path), max_images=2)
+    images = load_eval_images(options, 64)
+    whole = region_features("focus_whole", model, images, options, torch.device("cpu"))
+    assert_same(whole[0], whole[1])  # one embedding per image
+    assert_same(whole[2], whole[3])
+    assert_different(whole[0], whole[2])
+    clip_rows = region_features("whole_image", model, images, options, torch.device("cpu"))
+    assert_different(whole, clip_rows)  # the trained weights, not CLIP's
+    with base_weights(model):
+        off = region_features("focus_whole", model, images, options, torch.device("cpu"))
+    assert_same(off, clip_rows)
