@@ -20,17 +20,21 @@ import dataclasses
 import functools
 import json
 import resource
+import sys
 import time
 from pathlib import Path
 
 from fcbench.common import RESULTS_DIR, emit, machine_info
 from fctrain.config import DemoOptions, EvalOptions
+from fctrain.demo import one_torch_thread
 
 # Pretrainings of the tiny CLIP: PretrainOptions fields, plus the input size it is built at.
 PRETRAININGS: dict[str, dict] = {
     "crops": {},  # today's: region crops only
     "crops+full": {"full_image_ratio": 0.5},  # and half the images whole, captioned with one region phrase
     "crops+full_all": {"full_image_ratio": 1.0},
+    "crops+full@96": {"full_image_ratio": 0.5, "image_size": 96},  # 6 x 6 patches instead of 4 x 4
+    "crops+full@128": {"full_image_ratio": 0.5, "image_size": 128},
 }
 
 # Arm -> (pretraining, overrides of the demo's training config).
@@ -60,6 +64,9 @@ ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "object_guided": ("crops", ('model.architecture="object_guided"',)),
     "pre_full": ("crops+full", ()),
     "pre_full_all": ("crops+full_all", ()),
+    "steps_1200": ("crops", ("run.steps=1200",)),
+    "pre_full_96": ("crops+full@96", ()),
+    "pre_full_128": ("crops+full@128", ()),
 }
 
 EVAL_ROWS = ("focus", "focus_whole")  # the trained model's rows
@@ -124,8 +131,10 @@ class Sweep:
         shards = resolve_shards(str(self.shard_dir), "train")
         options = PretrainOptions(steps=self.options.pretrain_steps, seed=self.options.seed, **spec)
         start, wall = cpu_seconds(), time.perf_counter()
-        pretrain = functools.partial(pretrain_tiny_clip, shards=shards, options=options)
-        create_tiny_model(self.tiny_dir(pretraining), train_phrases(shards), image_size=size, seed=self.options.seed, pretrain=pretrain)
+        report = lambda step, loss: print(f"pretrain {pretraining}: step {step} loss {loss:.3f}", file=sys.stderr, flush=True)
+        pretrain = functools.partial(pretrain_tiny_clip, shards=shards, options=options, report=report)
+        if not (self.tiny_dir(pretraining) / "config.json").is_file():  # a run stopped after it was built keeps it
+            create_tiny_model(self.tiny_dir(pretraining), train_phrases(shards), image_size=size, seed=self.options.seed, pretrain=pretrain)
         cpu, elapsed = cpu_seconds() - start, time.perf_counter() - wall
         results = self._evaluate_base(pretraining, size)
         return self._add({
@@ -193,6 +202,17 @@ def summary(row: dict) -> dict:
     return {column: round(results[method][metric], 3) for column, (method, metric) in SUMMARY_KEYS.items()}
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The arms as a Markdown table, in the order they ran."""
+    arms = [r for r in rows if r["kind"] == "arm"]
+    header = ["arm", "pretraining", *SUMMARY_KEYS, "CPU s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for row in arms:
+        values = summary(row)
+        lines.append("| " + " | ".join([row["name"], row["pretraining"], *(f"{values[k]:.3f}" for k in SUMMARY_KEYS), f"{row['cpu_s']:.0f}"]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("runs/recipe-sweep"))
@@ -201,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=DemoOptions.steps)
     parser.add_argument("--pretrain-steps", type=int, default=DemoOptions.pretrain_steps)
     parser.add_argument("--record", action="store_true", help="write every row of WORK to benchmarks/results/")
+    parser.add_argument("--table", action="store_true", help="print every arm of WORK as a Markdown table, run nothing")
     args = parser.parse_args(argv)
     names = [n for n in args.arms.split(",") if n]
     unknown = [n for n in names if n.partition("@")[0] not in ARMS]
@@ -208,10 +229,14 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown arm {unknown[0]!r}")
     options = DemoOptions(out_dir=args.work / "demo", images=args.images, steps=args.steps, pretrain_steps=args.pretrain_steps)
     sweep = Sweep(args.work, options)
+    if args.table:
+        print(markdown_table(sweep.rows()))
+        return
     sweep.data()
-    for name in names:
-        row = sweep.arm(name)
-        emit({"arm": name, **summary(row), "cpu_s": row["cpu_s"]})
+    with one_torch_thread():  # as fc demo trains and evaluates
+        for name in names:
+            row = sweep.arm(name)
+            emit({"arm": name, **summary(row), "cpu_s": row["cpu_s"]})
     if args.record:
         path = RESULTS_DIR / f"{time.strftime('%Y-%m-%d')}-recipe-sweep.json"
         rows = sweep.rows()

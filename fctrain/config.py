@@ -44,6 +44,7 @@ class ModelConfig:
     text_cache: bool = True  # cache caption embeddings of the frozen text tower by caption
     text_cache_entries: int = 2_000_000  # LRU bound: ~2 KB each in fp32 at width 512 (VG: ~4M distinct phrases)
     tiny_pretrain_steps: int = 300  # "tiny" only: CLIP-style pretraining on region crops when it is created
+    tiny_pretrain_full_images: float = 0.0  # "tiny" only: share of pretraining images also seen whole, with a region's caption
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -52,6 +53,8 @@ class ModelConfig:
             raise UserError("model.attn_implementation must be 'sdpa' or 'eager'")
         if self.image_size < 32 or self.image_size % 16:
             raise UserError("model.image_size must be a multiple of 16, at least 32")
+        if not 0 <= self.tiny_pretrain_full_images <= 1:
+            raise UserError("model.tiny_pretrain_full_images must be in [0, 1]")
 
 
 @dataclass

@@ -9,9 +9,12 @@ settings (64 px, LoRA lr 5e-4, alpha conv 4x) are the ones this pipeline was mea
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
+
+import torch
 
 from fcdata.options import ShardOptions, SynthOptions
 from fcdata.shard import ShardProgress, ShardSummary, shard_vg
@@ -67,15 +70,30 @@ def run_demo(
 ) -> DemoResult:
     vg_root, shard_dir, synth, shards = make_demo_data(options, synth_progress, shard_progress)
     config = demo_train_config(options, shard_dir)
-    training = train(config, train_progress, overwrite=True)  # OUT/run is the demo's own: run again, it starts over
-    from fctrain.checkpoint import load_trained
+    with one_torch_thread():
+        training = train(config, train_progress, overwrite=True)  # OUT/run is the demo's own: run again, it starts over
+        from fctrain.checkpoint import load_trained
 
-    model, tokenizer, _ = load_trained(config.run.out_dir)
-    eval_options = EvalOptions(shards=str(shard_dir), max_images=options.eval_images)
-    report = evaluate(model, tokenizer, eval_options, model.logit_scale.device, eval_progress)
-    if options.object_guided:
-        report.results["focus_object_guided"] = _object_guided_row(options, shard_dir, config, eval_options, train_progress)
+        model, tokenizer, _ = load_trained(config.run.out_dir)
+        eval_options = EvalOptions(shards=str(shard_dir), max_images=options.eval_images)
+        report = evaluate(model, tokenizer, eval_options, model.logit_scale.device, eval_progress)
+        if options.object_guided:
+            report.results["focus_object_guided"] = _object_guided_row(options, shard_dir, config, eval_options, train_progress)
     return DemoResult(vg_root, shard_dir, synth, shards, training, report)
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """PyTorch's intra-op threads off while the tiny model trains and is evaluated on CPU. Its ops
+    are too small to split, so a second thread only waits at every op's barrier for a core the
+    loader workers (or anything else) hold: measured under load, its pretraining took 9 CPU
+    minutes with 2 threads and 69 s with 1 (benchmarks/results/2026-12-02-recipe-sweep.md)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _object_guided_row(options: DemoOptions, shard_dir: Path, first: TrainConfig, eval_options: EvalOptions, progress) -> dict:

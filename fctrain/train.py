@@ -200,7 +200,9 @@ def _train(config: TrainConfig, progress: TrainProgress | None, overwrite: bool)
             progress.note(f"creating the tiny model: {config.model.tiny_pretrain_steps} steps of CLIP pretraining on region crops")
         pretrain = functools.partial(
             pretrain_tiny_clip, shards=shards,
-            options=PretrainOptions(steps=config.model.tiny_pretrain_steps, seed=config.run.seed),
+            options=PretrainOptions(
+                steps=config.model.tiny_pretrain_steps, seed=config.run.seed, full_image_ratio=config.model.tiny_pretrain_full_images,
+            ),
         )
         build_model(config.model, config.lora, tiny_dir, train_phrases(shards), config.run.seed, pretrain=pretrain)
     _barrier(runtime)
