@@ -37,6 +37,7 @@ PRETRAININGS: dict[str, dict] = {
     "crops+full@128": {"full_image_ratio": 0.5, "image_size": 128},
 }
 
+OBJECT_GUIDED = 'model.architecture="object_guided"'
 # Arm -> (pretraining, overrides of the demo's training config).
 ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "demo": ("crops", ()),
@@ -61,10 +62,14 @@ ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "alpha_clip": ("crops", ("optim.alpha_lr_multiplier=100", "loss.logit_scale=100", "loss.label_smoothing=0.1")),
     "logit_scale_100": ("crops", ("loss.logit_scale=100",)),
     "label_smoothing_0.1": ("crops", ("loss.label_smoothing=0.1",)),
-    "object_guided": ("crops", ('model.architecture="object_guided"',)),
+    "object_guided": ("crops", (OBJECT_GUIDED,)),
     "pre_full": ("crops+full", ()),
     "pre_full_all": ("crops+full_all", ()),
     "steps_1200": ("crops", ("run.steps=1200",)),
+    "og_pre_full": ("crops+full", (OBJECT_GUIDED,)),
+    "og_pre_full_steps_600": ("crops+full", (OBJECT_GUIDED, "run.steps=600")),
+    "og_steps_600": ("crops", (OBJECT_GUIDED, "run.steps=600")),
+    "og_alpha_lr_20": ("crops", (OBJECT_GUIDED, "optim.alpha_lr_multiplier=20")),
     "pre_full_96": ("crops+full@96", ()),
     "pre_full_128": ("crops+full@128", ()),
 }

@@ -19,7 +19,8 @@ def demo(
     steps: Annotated[int, typer.Option(help="Fine-tuning steps.", min=1)] = _DEFAULTS.steps,
     workers: Workers = _DEFAULTS.workers,
     object_guided: Annotated[bool, typer.Option(
-        "--object-guided", help="Also fine-tune the Object-Guided architecture on the same tiny CLIP and add its row (one more fine-tuning run: the steps again, no pretraining)."
+        "--object-guided/--no-object-guided",
+        help="Also fine-tune the Object-Guided architecture on the same tiny CLIP and add its rows (one more fine-tuning run: the steps again, no pretraining).",
     )] = _DEFAULTS.object_guided,
 ) -> None:
     """Generate a Visual-Genome-format dataset (VG's quirks planted), shard it, pretrain a tiny
@@ -64,7 +65,7 @@ def demo(
     console.print(
         f"[bold]box selection[/]: Focus-CLIP {row['focus']['box_accuracy']:.3f}"
         + (f" (object-guided {row['focus_object_guided']['box_accuracy']:.3f})" if "focus_object_guided" in row else "")
-        + " vs whole-image CLIP "
+        + f" vs crop {row['crop']['box_accuracy']:.3f} and whole-image CLIP "
         f"{row['whole_image']['box_accuracy']:.3f} (chance {row['focus']['box_chance']:.3f}); "
         f"pictures: {', '.join(str(p) for p in pictures)}; model: {exported}"
     )

@@ -255,7 +255,7 @@ class DemoOptions:
     eval_images: int = 100  # validation images evaluated
     seed: int = 0  # data and model seed
     workers: int = 0  # processes for generating, sharding and loading, 0 = all cores
-    object_guided: bool = False  # also fine-tune the object_guided architecture (same tiny CLIP) and add its row
+    object_guided: bool = True  # also fine-tune the object_guided architecture (same tiny CLIP) and add its rows
 
 
 # The rows of `fc eval`: the fine-tuned model, CLIP itself, and training-free prompts (fctrain.prompts).

@@ -78,7 +78,10 @@ def run_demo(
         eval_options = EvalOptions(shards=str(shard_dir), max_images=options.eval_images)
         report = evaluate(model, tokenizer, eval_options, model.logit_scale.device, eval_progress)
         if options.object_guided:
-            report.results["focus_object_guided"] = _object_guided_row(options, shard_dir, config, eval_options, train_progress)
+            guided = _object_guided_rows(options, shard_dir, config, eval_options, train_progress)
+            rows = list(report.results.items())
+            after = 1 + max(i for i, (method, _) in enumerate(rows) if method.startswith("focus"))  # beside the focus rows
+            report.results = dict(rows[:after] + list(guided.items()) + rows[after:])
     return DemoResult(vg_root, shard_dir, synth, shards, training, report)
 
 
@@ -96,9 +99,10 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _object_guided_row(options: DemoOptions, shard_dir: Path, first: TrainConfig, eval_options: EvalOptions, progress) -> dict:
-    """The focus row of the object_guided architecture, fine-tuned from the first run's tiny CLIP
-    (its pretraining is not repeated) with the same recipe, in OUT/run-object-guided."""
+def _object_guided_rows(options: DemoOptions, shard_dir: Path, first: TrainConfig, eval_options: EvalOptions, progress) -> dict:
+    """The focus and focus_whole rows of the object_guided architecture (as focus_object_guided,
+    focus_whole_object_guided), fine-tuned from the first run's tiny CLIP (its pretraining is not
+    repeated) with the same recipe, in OUT/run-object-guided."""
     from fctrain.checkpoint import load_trained
 
     tiny = Path(first.run.out_dir) / "tiny-model"
@@ -108,5 +112,6 @@ def _object_guided_row(options: DemoOptions, shard_dir: Path, first: TrainConfig
     )
     train(config, progress, overwrite=True)
     model, tokenizer, _ = load_trained(config.run.out_dir)
-    focus_only = dataclasses.replace(eval_options, methods=("focus",))
-    return evaluate(model, tokenizer, focus_only, model.logit_scale.device).results["focus"]
+    methods = ("focus", "focus_whole")
+    results = evaluate(model, tokenizer, dataclasses.replace(eval_options, methods=methods), model.logit_scale.device).results
+    return {f"{method}_object_guided": results[method] for method in methods}

@@ -64,7 +64,7 @@ BENCHMARK_METHODS = ("alpha_mask", "alpha_box", "alpha_whole", "whole_image", "c
 METHOD_TITLES = {  # short: tables must fit an 80-column terminal
     "alpha_mask": "model, mask alpha", "alpha_box": "model, box alpha", "alpha_whole": "model, whole alpha",
     "focus": "Focus-CLIP (box)", "focus_mask": "Focus-CLIP (mask)", "focus_whole": "Focus-CLIP (whole)", "untrained": "untrained (=CLIP)",
-    "focus_object_guided": "Obj-guided (box)",  # fc demo --object-guided: a second model's focus row
+    "focus_object_guided": "Obj-guided (box)", "focus_whole_object_guided": "Obj-guided (whole)",  # fc demo: a second model's rows
     "whole_image": "CLIP whole image", "crop": "CLIP crop", "blur": "CLIP blur outside", "crop_blur": "CLIP crop+blur",
     "grayscale": "CLIP gray outside", "red_circle": "CLIP red circle", "red_outline": "CLIP red box",
     "crop_mask": "CLIP crop (mask)", "blur_mask": "CLIP blur (mask)", "crop_blur_mask": "CLIP crop+blur mask",

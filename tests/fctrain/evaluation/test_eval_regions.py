@@ -158,7 +158,7 @@ def test_alpha_matters_box_selection_clearly_beats_whole_image(tmp_path):
     means, and the fine-tuned model picks the right box far more often than whole-image CLIP (chance)."""
     from fctrain.demo import run_demo
 
-    result = run_demo(DemoOptions(out_dir=tmp_path, images=400, steps=250, pretrain_steps=250, eval_images=60, workers=2))
+    result = run_demo(DemoOptions(out_dir=tmp_path, images=400, steps=250, pretrain_steps=250, eval_images=60, workers=2, object_guided=False))
     rows = result.evaluation.results
     focus, whole = rows["focus"]["box_accuracy"], rows["whole_image"]["box_accuracy"]
     assert abs(whole - rows["whole_image"]["box_chance"]) < 0.05  # whole image is chance among an image's regions
