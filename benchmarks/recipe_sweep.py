@@ -181,6 +181,8 @@ class Sweep:
         config = demo_train_config(options, self.shard_dir, *overrides)
         start, wall = cpu_seconds(), time.perf_counter()
         result = train(config, overwrite=True)
+        if result.stopped_by is not None:  # a stopped run is not the arm: record nothing
+            raise SystemExit(f"arm {name}: stopped by signal {result.stopped_by} at step {result.step}")
         train_cpu = cpu_seconds() - start
         model, tokenizer, _ = load_trained(config.run.out_dir)
         eval_options = EvalOptions(shards=str(self.shard_dir), max_images=self.options.eval_images, methods=EVAL_ROWS)

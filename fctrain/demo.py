@@ -40,7 +40,10 @@ def demo_train_config(options: DemoOptions, shard_dir: Path, *overrides: str) ->
     return load_config(None, [
         f'data.shards="{shard_dir}"', f'run.out_dir="{options.out_dir / "run"}"', f"run.steps={options.steps}",
         f"run.seed={options.seed}", f"data.seed={options.seed}", 'model.name_or_path="tiny"', "model.image_size=64",
-        f"model.tiny_pretrain_steps={options.pretrain_steps}", "data.batch_size=64", f"data.workers={workers}",
+        # Half the pretraining images also whole (with a region's caption), as CLIP saw whole images:
+        # +0.01-0.04 box selection for both architectures (benchmarks/results/2026-12-02-recipe-sweep.md).
+        f"model.tiny_pretrain_steps={options.pretrain_steps}", "model.tiny_pretrain_full_images=0.5",
+        "data.batch_size=64", f"data.workers={workers}",
         "optim.lr=5e-4", "optim.alpha_lr_multiplier=4", "optim.warmup_steps=30", "run.log_every=25",
         "run.val_every=100", "run.val_batches=5", f"checkpoint.every_steps={options.steps}", *overrides,
     ])

@@ -4,9 +4,11 @@ Real runs start from OpenAI CLIP, which already knows colours and shapes and who
 tower maps captions to meaningful directions. A tiny model with random weights has neither, and
 a frozen random text tower gives the image side arbitrary targets to chase. So when the trainer
 creates the tiny model it first trains BOTH towers, like CLIP, on (region crop, phrase) pairs cut
-from the training shards: no alpha, no whole images. The result knows what "a red triangle" looks
-like but not where to look in a full scene, which is exactly what LoRA + alpha then has to learn;
-the whole-image baseline stays at chance among one image's regions.
+from the training shards, no alpha; with `full_image_ratio` (model.tiny_pretrain_full_images; the
+demo uses 0.5) some images are also seen whole, captioned with one of their region phrases, as
+CLIP saw whole images. The result knows what "a red triangle" looks like but not where to look in
+a full scene, which is exactly what LoRA + alpha then has to learn; the whole-image baseline stays
+at chance among one image's regions.
 """
 
 from __future__ import annotations
