@@ -76,7 +76,7 @@ class EvalReport:
 
     def title(self, method: str) -> str:
         title = METHOD_TITLES.get(method, method)
-        if method in ("focus", "focus_mask") and self.architecture == "object_guided":
+        if method in ("focus", "focus_mask", "focus_whole") and self.architecture == "object_guided":
             return title.replace("Focus-CLIP", "Obj-guided")
         return title
 
