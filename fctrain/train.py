@@ -197,7 +197,11 @@ def _train(config: TrainConfig, progress: TrainProgress | None, overwrite: bool)
     tiny_dir = run_dir / TINY_MODEL
     if config.model.name_or_path == "tiny" and runtime.main and not (tiny_dir / "config.json").exists():
         if progress:
-            progress.note(f"creating the tiny model: {config.model.tiny_pretrain_steps} steps of CLIP pretraining on region crops")
+            whole = config.model.tiny_pretrain_full_images
+            progress.note(
+                f"creating the tiny model: {config.model.tiny_pretrain_steps} steps of CLIP pretraining on region crops"
+                + (f" and {whole:.0%} of the images whole" if whole else "")
+            )
         pretrain = functools.partial(
             pretrain_tiny_clip, shards=shards,
             options=PretrainOptions(
