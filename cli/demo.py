@@ -25,7 +25,7 @@ def demo(
 ) -> None:
     """Generate a Visual-Genome-format dataset (VG's quirks planted), shard it, pretrain a tiny
     CLIP, fine-tune it with LoRA and the alpha channel, evaluate it against training-free
-    baselines, draw pictures and export the model. No network, no downloads; ~5 min on 2 cores.
+    baselines, draw pictures and export the model. No network, no downloads; ~4 min on 2 cores.
 
     Example: fc demo --out fc-demo
     """
