@@ -165,7 +165,7 @@ def test_alpha_matters_box_selection_clearly_beats_whole_image(tmp_path):
     assert focus >= whole + 0.15, rows
 
 
-def test_focus_whole_is_the_trained_model_on_the_whole_image_and_clip_with_the_adapters_off(tmp_path, tiny_trained):
+def test_focus_whole_is_the_trained_model_on_the_whole_image_and_clip_with_the_adapters_off(tmp_path, make_trained_tiny):
     """focus_whole gives every region of an image that image's all-ones-alpha embedding from the
     trained weights; with LoRA and the alpha conv off it is exactly the whole_image row."""
     from fcdata.shard import TarShardWriter
@@ -174,7 +174,9 @@ def test_focus_whole_is_the_trained_model_on_the_whole_image_and_clip_with_the_a
     from fctrain.evaluation.regions import load_eval_images, region_features
     from tests.fcdata.test_segmasks import make_sample
 
-    model, _ = tiny_trained
+    from tiny_models import BENCHMARK_PHRASES
+
+    model, _ = make_trained_tiny(BENCHMARK_PHRASES)
     writer = TarShardWriter(tmp_path / "val-00000.tar")
     rng = np.random.default_rng(3)
     for image_id in (1, 2):
@@ -188,12 +190,12 @@ def test_focus_whole_is_the_trained_model_on_the_whole_image_and_clip_with_the_a
     writer.close()
     options = EvalOptions(shards=str(tmp_path), max_images=2)
     images = load_eval_images(options, 64)
-    whole = region_features("focus_whole", model, images, options, torch.device("cpu"))
+    whole = region_features("focus_whole", model, images, options)
     assert_same(whole[0], whole[1])  # one embedding per image
     assert_same(whole[2], whole[3])
     assert_different(whole[0], whole[2])
-    clip_rows = region_features("whole_image", model, images, options, torch.device("cpu"))
+    clip_rows = region_features("whole_image", model, images, options)
     assert_different(whole, clip_rows)  # the trained weights, not CLIP's
     with base_weights(model):
-        off = region_features("focus_whole", model, images, options, torch.device("cpu"))
+        off = region_features("focus_whole", model, images, options)
     assert_same(off, clip_rows)
