@@ -140,9 +140,9 @@ def test_nonfinite_losses_are_skipped_counted_and_stop_the_run(shard_dir, tmp_pa
     real = train_module.region_contrastive_loss
     calls = {"n": 0}
 
-    def sometimes_nan(*args):
+    def sometimes_nan(*args, **kwargs):
         calls["n"] += 1
-        loss = real(*args)
+        loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] in (2, 4) else loss
 
     monkeypatch.setattr(train_module, "region_contrastive_loss", sometimes_nan)
@@ -160,9 +160,9 @@ def test_nonfinite_steps_count_optimiser_steps_not_micro_batches(shard_dir, tmp_
     real = train_module.region_contrastive_loss
     calls = {"n": 0}
 
-    def sometimes_nan(*args):
+    def sometimes_nan(*args, **kwargs):
         calls["n"] += 1
-        loss = real(*args)
+        loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] in (1, 2, 6) else loss
 
     monkeypatch.setattr(train_module, "region_contrastive_loss", sometimes_nan)
