@@ -30,7 +30,7 @@ from fctrain.demo import one_torch_thread
 
 # Pretrainings of the tiny CLIP: PretrainOptions fields, plus the input size it is built at.
 PRETRAININGS: dict[str, dict] = {
-    "crops": {},  # today's: region crops only
+    "crops": {},  # region crops only (the demo before this sweep)
     "crops+full": {"full_image_ratio": 0.5},  # and half the images whole, captioned with one region phrase
     "crops+full_all": {"full_image_ratio": 1.0},
     "crops+full@96": {"full_image_ratio": 0.5, "image_size": 96},  # 6 x 6 patches instead of 4 x 4
@@ -40,7 +40,7 @@ PRETRAININGS: dict[str, dict] = {
 OBJECT_GUIDED = 'model.architecture="object_guided"'
 # Arm -> (pretraining, overrides of the demo's training config).
 ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "demo": ("crops", ()),
+    "demo": ("crops", ()),  # the demo as it was before this sweep (its recipe now is og_pre_full + the alpha-conv pre_full)
     "alpha_lr_1": ("crops", ("optim.alpha_lr_multiplier=1",)),
     "alpha_lr_20": ("crops", ("optim.alpha_lr_multiplier=20",)),
     "alpha_lr_100": ("crops", ("optim.alpha_lr_multiplier=100",)),
