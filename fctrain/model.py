@@ -489,7 +489,9 @@ def build_model(
             create_tiny_model(tiny_dir, phrases, image_size=model_config.image_size, seed=seed, pretrain=pretrain)
         source = replace(model_config, name_or_path=str(tiny_dir))
     clip, tokenizer = load_clip(source)
-    rgba = wrap_clip(clip, model_config.architecture)
+    with torch.random.fork_rng(devices=[]):  # object_guided's convs are random: same seed, same start
+        torch.manual_seed(seed)
+        rgba = wrap_clip(clip, model_config.architecture)
     mask_file = Path(source.name_or_path) / rgba.mask_weights
     if mask_file.is_file():  # an exported or converted (e.g. Alpha-CLIP) model brings its mask module
         rgba.load_mask_module(mask_file)

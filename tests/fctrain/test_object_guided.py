@@ -293,3 +293,18 @@ def test_a_checkpoint_from_before_the_architecture_setting_resumes_as_alpha_conv
     check_checkpoint_config(tmp_path, saved, config)
     with pytest.raises(UserError, match="model.architecture: 'alpha_conv' -> 'object_guided'"):
         check_checkpoint_config(tmp_path, saved, load_config(None, ['model.architecture="object_guided"']))
+
+
+def test_build_model_starts_the_guide_from_the_seed_not_the_callers_random_state(tiny_dir):
+    config = ModelConfig(name_or_path=str(tiny_dir), image_size=SIZE, architecture="object_guided")
+
+    def guide_start(seed: int, caller_state: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(caller_state)
+        model, _ = build_model(config, LORA, None, seed=seed)
+        return {name: param.detach().clone() for name, param in model.named_parameters() if ".guide." in name or name.startswith("guide.")}
+
+    first, same_seed, other_seed = guide_start(0, 1), guide_start(0, 2), guide_start(1, 1)
+    assert first and first.keys() == same_seed.keys()
+    for name, value in first.items():
+        assert torch.equal(value, same_seed[name]), name
+    assert any(not torch.equal(value, other_seed[name]) for name, value in first.items())
