@@ -13,7 +13,7 @@ SAM; COCO masks are shared by the regions of one instance and cost less). Cases,
 
 Rows: mask bytes per image and as a share of the rest of the shard (JPEG + JSON + profiles); the
 time to decode the 2 masks a training view needs (`fcdata.augment.real_masks`, what the loader
-calls), as a share of the in-process loader's time per image (`fcdata.augment.decode_views` on
+calls), as a share of the in-process loader's time per image (`fcdata.augment.train_views` on
 the box-only samples: JSON, JPEG decode, crop, alphas), and that loader time on the same samples
 with masks. Then the bytes `fc shard --coco-instances` adds (masks shared per instance), and
 `fc masks` images/s with a tiny random SAM and a tiny random SAM2, each beside its forward alone on
@@ -120,8 +120,8 @@ def _layout_rows(samples: list[dict], base: dict, rng: np.random.Generator) -> l
         )
         full_rows = [r for k in two.tolist() for r in range(k * height, (k + 1) * height)]
         times["full_frame_png"].append(_timed(lambda: masks.decode_png(full_png, full_rows)))
-        times["loader_image"].append(_timed(lambda: augment.decode_views(sample, 2, 224, options, random.Random(number))))
-        times["loader_image_masks"].append(_timed(lambda: augment.decode_views(masked, 2, 224, options, random.Random(number))))
+        times["loader_image"].append(_timed(lambda: augment.train_views(sample, 2, 224, options, random.Random(number))))
+        times["loader_image_masks"].append(_timed(lambda: augment.train_views(masked, 2, 224, options, random.Random(number))))
 
     loader_ms = 1000 * statistics.median(times["loader_image"])
     masks_ms = 1000 * statistics.median(times["loader_image_masks"])

@@ -13,12 +13,15 @@ and both follow the image exactly. Area-weighted rather than nearest, because ne
 edges by up to half a source pixel against the image and drop thin parts when shrinking; the
 graded edge is what the image's own resampling does to the object's outline.
 
-Training view: a random crop (area and aspect drawn from `crop_scale` / `crop_ratio`) in which
-every chosen region keeps at least `min_visible` of its area (of its mask's pixels, for a real
-mask) (else another crop is drawn, and
-after 10 draws the whole image is used), resized to size x size, then a horizontal flip with
-probability 1/2 that also swaps the words "left" and "right" in the phrases. Evaluation view:
-pad to square, resize; no randomness.
+Two views of a sample, two functions (timm keeps its train and eval transforms apart the same way):
+- `train_views`: a random crop (area and aspect drawn from `crop_scale` / `crop_ratio`) in which
+  every chosen region keeps at least `min_visible` of its area (of its mask's pixels, for a real
+  mask) (else another crop is drawn, and after 10 draws the whole image is used), resized to
+  size x size, then a horizontal flip with probability 1/2 that also swaps the words "left" and
+  "right" in the phrases; every choice comes from the caller's RNG.
+- `eval_view`: the letterbox of fcdata.transforms (pad to square, resize), the one inference uses;
+  all regions or a chosen subset, box and real-mask alphas alongside; no randomness. fc eval, the
+  loader's exactly-once evaluation stream and the validation loss all see this view.
 
 Whole-image views: with probability `full_image_ratio` one of an image's views gets an all-ones
 alpha and a whole-image caption. Visual Genome has no image captions, so the phrase of the largest
@@ -34,12 +37,14 @@ import math
 import random
 import re
 from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import numpy as np
 from numba import njit
 
 from fcdata import keys, masks, segmasks
 from fcdata.options import LoaderOptions
+from fcdata.transforms import letterbox, letterbox_boxes, letterbox_placement
 
 _SIDE_WORDS = re.compile(r"\b(left|right|Left|Right|LEFT|RIGHT)\b")
 _SWAPPED = {"left": "right", "right": "left", "Left": "Right", "Right": "Left", "LEFT": "RIGHT", "RIGHT": "LEFT"}
@@ -255,7 +260,9 @@ class SampleRegions:
     cover: int  # the largest region if it covers full_image_min_cover of the image, else -1
 
     @classmethod
-    def of(cls, meta: dict, min_cover: float) -> "SampleRegions":
+    def of(cls, meta: dict, min_cover: float | None = None) -> "SampleRegions":
+        """`min_cover`: the share of the image a region must cover to stand in for a whole-image
+        caption (`cover`); None: no whole-image views (evaluation)."""
         regions = meta["regions"]
         boxes = np.asarray(regions["box"], np.float64).reshape(-1, 4)
         first_of_phrase: dict[str, int] = {}
@@ -263,7 +270,7 @@ class SampleRegions:
             first_of_phrase.setdefault(phrase.lower(), index)
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         largest = int(np.argmax(areas)) if len(areas) else -1
-        covers = largest >= 0 and areas[largest] >= min_cover * meta["width"] * meta["height"]
+        covers = min_cover is not None and largest >= 0 and areas[largest] >= min_cover * meta["width"] * meta["height"]
         return cls(
             meta["width"], meta["height"], meta["image_id"], boxes, regions["phrase"], regions["region_id"],
             list(first_of_phrase.values()), largest if covers else -1,
@@ -311,76 +318,164 @@ def random_crop(
     return np.array([0.0, 0.0, float(width), float(height)])
 
 
-def make_views(
+def crop_views(
     image, rows: np.ndarray, cols: np.ndarray, regions: SampleRegions, chosen: np.ndarray, size: int,
-    options: LoaderOptions, rng: random.Random | None, real: RealMasks = NO_REAL_MASKS,
+    options: LoaderOptions, rng: random.Random, real: RealMasks = NO_REAL_MASKS,
 ) -> ImageViews:
-    """The views of the `chosen` regions (-1: a whole-image view; rows[m], cols[m] are view m's
-    profiles; `real` holds the real masks of those that have one): cropped and flipped
-    (training, with `rng`) or letterboxed (evaluation, rng None).
+    """The training views of the `chosen` regions (-1: a whole-image view; rows[m], cols[m] are
+    view m's profiles; `real` holds the real masks of those that have one): one random crop and
+    flip of the image, an alpha per region through the same geometry.
 
     Boxes, profiles and crops are in stored pixels (the JSON's width x height); `image` may have
     been decoded at a reduced DCT scale, so only its own resize box is divided by that scale.
     """
     from PIL import Image
 
-    width, height = regions.width, regions.height
     # Stored pixels per decoded pixel, per axis: a draft decode rounds odd sizes up.
-    scale = np.array([width / image.size[0], height / image.size[1]] * 2)
-    if rng is None:
-        side = max(width, height)
-        left, top = (side - width) // 2, (side - height) // 2
-        box = np.array([-left, -top, side - left, side - top], np.float64)
-        square = Image.new("RGB", (round(side / scale[0]), round(side / scale[1])))
-        square.paste(image, (round(left / scale[0]), round(top / scale[1])))
-        picture = square.resize((size, size), Image.Resampling.BILINEAR)
-        flip = False
-    else:
-        box = random_crop(regions, chosen, options, rng, real)
-        image_box = np.minimum(box / scale, image.size * 2)  # float error must not step outside
-        picture = image.resize((size, size), Image.Resampling.BILINEAR, box=tuple(image_box.tolist()))
-        flip = bool(options.flip and rng.random() < 0.5)
-        if flip:
-            picture = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    scale = np.array([regions.width / image.size[0], regions.height / image.size[1]] * 2)
+    box = random_crop(regions, chosen, options, rng, real)
+    image_box = np.minimum(box / scale, image.size * 2)  # float error must not step outside
+    picture = image.resize((size, size), Image.Resampling.BILINEAR, box=tuple(image_box.tolist()))
+    flip = bool(options.flip and rng.random() < 0.5)
+    if flip:
+        picture = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     indices = chosen.tolist()
     phrases = [regions.phrases[regions.cover if k < 0 else k] for k in indices]
-    own_profile = np.where(chosen < 0, -1, np.arange(len(chosen)))
-    alphas = profile_alphas(rows, cols, own_profile, box, size, flip)
-    for m, k in enumerate(indices):
-        if k in real.crops:
-            alphas[m] = mask_alpha(*real.crops[k], box, size, flip)
     return ImageViews(
         image=np.asarray(picture),
-        alphas=alphas,
+        alphas=region_alphas(rows, cols, chosen, box, size, flip, real),
         phrases=[mirror_phrase(p) for p in phrases] if flip else phrases,
         region_ids=[-1 if k < 0 else regions.region_ids[k] for k in indices],
         image_id=regions.image_id,
     )
 
 
-def evaluation_regions(regions: SampleRegions, count: int) -> np.ndarray:
-    """The candidates an evaluation view shows: the first `count` distinct phrases, in JSON order."""
+def region_alphas(
+    rows: np.ndarray, cols: np.ndarray, chosen: np.ndarray, box: np.ndarray, size: int, flip: bool,
+    real: RealMasks = NO_REAL_MASKS,
+) -> np.ndarray:
+    """k x size x size uint8: each chosen region's mask (its real one where `real` has it, else its
+    profiles; all ones for a whole-image view, index -1) cropped to `box` and resized."""
+    own_profile = np.where(chosen < 0, -1, np.arange(len(chosen)))
+    alphas = profile_alphas(rows, cols, own_profile, box, size, flip)
+    for m, k in enumerate(chosen.tolist()):
+        if k in real.crops:
+            alphas[m] = mask_alpha(*real.crops[k], box, size, flip)
+    return alphas
+
+
+def evaluation_regions(regions: SampleRegions, count: int | None = None) -> np.ndarray:
+    """The candidates an evaluation view shows: the first `count` distinct phrases (all if None),
+    in JSON order."""
     return np.array(regions.distinct[:count], np.int64)
 
 
-def decode_views(sample: dict, count: int, size: int, options: LoaderOptions, rng: random.Random | None) -> ImageViews:
-    """A shard sample (bytes by extension) -> its views. Raises on a corrupt sample."""
-    from PIL import Image
+@dataclass
+class _Parsed:
+    """A sample's JSON and the profiles (and real masks) of its chosen regions."""
 
+    meta: dict
+    regions: SampleRegions
+    chosen: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    real: RealMasks
+
+
+def _parse(sample: dict, min_cover: float | None, choose: Callable[[SampleRegions], np.ndarray]) -> _Parsed:
+    """What both views need of a sample, only the chosen regions' masks unpacked. Raises on a
+    corrupt sample."""
     meta = json.loads(sample[keys.META])
     layout = meta["mask"]["layout"]
     if layout not in (keys.MASK_LAYOUT_SEPARABLE, keys.MASK_LAYOUT_RUNS):
         raise ValueError(f"unsupported mask layout {layout!r}")
-    regions = SampleRegions.of(meta, options.full_image_min_cover)
-    chosen = choose_regions(regions, count, options, rng) if rng is not None else evaluation_regions(regions, count)
-    # Only the chosen regions' profiles are unpacked (a whole-image view's slot is unused).
+    regions = SampleRegions.of(meta, min_cover)
+    chosen = choose(regions)
+    # A whole-image view's slot (-1) unpacks region 0's profiles, unused.
     rows, cols = masks.decode_profiles(sample[keys.MASK_PROFILES], meta["height"], np.maximum(chosen, 0).tolist())
     if rows.shape[1] != meta["height"] or cols.shape[1] != meta["width"]:
         raise ValueError("mask profiles do not match the image size in the JSON")
     real = real_masks(sample, meta, chosen) if layout == keys.MASK_LAYOUT_RUNS else NO_REAL_MASKS
+    return _Parsed(meta, regions, chosen, rows, cols, real)
+
+
+def train_views(sample: dict, count: int, size: int, options: LoaderOptions, rng: random.Random) -> ImageViews:
+    """A shard sample (bytes by extension) -> its `count` training views: regions drawn, one random
+    crop and flip (module docstring), every choice from `rng`. Raises on a corrupt sample."""
+    from PIL import Image
+
+    if not isinstance(rng, random.Random):
+        raise TypeError("train_views draws every choice from rng (a random.Random); the evaluation view is eval_view")
+    parsed = _parse(sample, options.full_image_min_cover, lambda regions: choose_regions(regions, count, options, rng))
     image = Image.open(io.BytesIO(sample[keys.IMAGE]))
     image.draft("RGB", (size, size))  # a reduced DCT scale where that still covers `size`
-    return make_views(image.convert("RGB"), rows, cols, regions, chosen, size, options, rng, real)
+    return crop_views(image.convert("RGB"), parsed.rows, parsed.cols, parsed.regions, parsed.chosen, size, options, rng, parsed.real)
+
+
+@dataclass
+class EvalView:
+    """A shard sample's evaluation view: letterboxed to S x S, no randomness; K regions."""
+
+    image_id: int
+    stored: object  # PIL RGB image at its stored size (what image-space baselines draw on)
+    image: np.ndarray  # S x S x 3 uint8
+    box_alphas: np.ndarray  # K x S x S uint8: each region's box mask
+    alphas: np.ndarray  # K x S x S uint8: its real mask where the sample has one, else its box (then box_alphas itself)
+    regions: np.ndarray  # K int64: indices into the sample's regions
+    phrases: list[str]  # K
+    region_ids: list[int]  # K
+    boxes: np.ndarray  # K x 4 float64, stored pixels
+    view_boxes: np.ndarray  # K x 4 float64, pixels of the S x S view
+    meta: dict  # the sample's JSON
+    mask_crops: list  # K: the region's real mask (h x w uint8 crop, rect x0 y0 x1 y1 in stored pixels), or None
+
+    def image_views(self) -> ImageViews:
+        """The loader's form of the view (alphas: real masks where present)."""
+        return ImageViews(self.image, self.alphas, self.phrases, self.region_ids, self.image_id)
+
+
+def eval_view(sample: dict, size: int, max_regions: int | None = None, regions: Sequence[int] | None = None) -> EvalView:
+    """A shard sample -> its evaluation view: the image padded to a square (fcdata.transforms.letterbox,
+    as inference does) and resized to size x size, with the alphas of `regions` (indices into the
+    sample's regions) or of the first `max_regions` regions with distinct phrases (all if None)
+    through the same geometry. Raises on a corrupt sample."""
+    from PIL import Image
+
+    def choose(parsed_regions: SampleRegions) -> np.ndarray:
+        if regions is None:
+            return evaluation_regions(parsed_regions, max_regions)
+        chosen = np.asarray(regions, np.int64).reshape(-1)
+        if chosen.size and (chosen.min() < 0 or chosen.max() >= len(parsed_regions.phrases)):
+            raise IndexError(f"region index out of range for {len(parsed_regions.phrases)} regions: {chosen.tolist()}")
+        return chosen
+
+    parsed = _parse(sample, None, choose)
+    width, height = parsed.regions.width, parsed.regions.height
+    stored = Image.open(io.BytesIO(sample[keys.IMAGE])).convert("RGB")
+    if stored.size != (width, height):
+        raise ValueError(f"the image is {stored.size[0]} x {stored.size[1]}, the JSON says {width} x {height}")
+    image, _ = letterbox(np.asarray(stored), _NO_ALPHAS, size)
+    side, left, top = letterbox_placement(width, height)
+    square = np.array([-left, -top, side - left, side - top], np.float64)  # the square in stored pixels
+    chosen = parsed.chosen
+    box_alphas = region_alphas(parsed.rows, parsed.cols, chosen, square, size, False)
+    alphas = box_alphas
+    if parsed.real.crops:
+        alphas = box_alphas.copy()
+        for m, k in enumerate(chosen.tolist()):
+            if k in parsed.real.crops:
+                alphas[m] = mask_alpha(*parsed.real.crops[k], square, size, False)
+    boxes = parsed.regions.boxes[chosen]
+    return EvalView(
+        image_id=parsed.regions.image_id, stored=stored, image=image, box_alphas=box_alphas, alphas=alphas,
+        regions=chosen, phrases=[parsed.regions.phrases[k] for k in chosen.tolist()],
+        region_ids=[parsed.regions.region_ids[k] for k in chosen.tolist()], boxes=boxes,
+        view_boxes=letterbox_boxes(boxes, width, height, size), meta=parsed.meta,
+        mask_crops=[parsed.real.crops.get(k) for k in chosen.tolist()],
+    )
+
+
+_NO_ALPHAS = np.zeros((0, 1, 1), np.uint8)
 
 
 def real_masks(sample: dict, meta: dict, chosen: np.ndarray) -> RealMasks:

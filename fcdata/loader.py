@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from fcdata import guard
-from fcdata.augment import ImageViews, decode_views
+from fcdata.augment import ImageViews, eval_view, train_views
 from fcdata.captions import clean_caption, tokenize_captions
 from fcdata.errors import CountingHandler, ErrorHandler, UserError
 from fcdata.options import LoaderOptions
@@ -160,9 +160,23 @@ def shuffle(samples: Iterator[dict], buffer_size: int, rng: np.random.Generator)
         yield buffer[index]
 
 
+def view_maker(options: LoaderOptions, size: int, epoch: int, slot: int) -> Callable[[dict, int], ImageViews]:
+    """(raw sample, its number) -> its views: training views with the sample's own RNG (see the
+    module docstring), or, with train_augment off, the evaluation view of its first
+    regions_per_image distinct regions (no randomness)."""
+    count = options.regions_per_image
+    if not options.train_augment:
+        return lambda sample, number: eval_view(sample, size, max_regions=count).image_views()
+
+    def views(sample: dict, number: int) -> ImageViews:
+        return train_views(sample, count, size, options, random.Random(sample_seed(options.seed, epoch, slot, number)))
+
+    return views
+
+
 def _views(
-    samples: Iterator[dict], first_index: int, decode: Callable, options: LoaderOptions,
-    epoch: int, slot: int, handler: ErrorHandler, health: guard.StreamHealth | None,
+    samples: Iterator[dict], first_index: int, make: Callable[[dict, int], ImageViews],
+    handler: ErrorHandler, health: guard.StreamHealth | None,
 ) -> Iterator[tuple[int, ImageViews]]:
     """raw samples (the first numbered first_index) -> (sample number, views); corrupt samples
     go to `handler` (counted, reported with the batch) and are left out."""
@@ -170,8 +184,7 @@ def _views(
 
     def views(sample: dict) -> tuple[int, ImageViews]:
         number = next(numbers)
-        rng = random.Random(sample_seed(options.seed, epoch, slot, number)) if options.train_augment else None
-        return number, decode(sample, rng=rng)
+        return number, make(sample, number)
 
     return guard.decoded(samples, views, handler, health)
 
@@ -256,16 +269,14 @@ class RegionStream(torch.utils.data.IterableDataset):
         samples = shuffle(
             guard.read_raw(paths, handler, health), options.shuffle_buffer, np.random.default_rng([options.seed, epoch, slot, 0])
         )
-        decode = functools.partial(
-            decode_views, count=options.regions_per_image, size=self.image_size, options=options
-        )
+        make = view_maker(options, self.image_size, epoch, slot)
         made = 0
         try:
             for _ in range(already):  # resume: consumed samples are read again but not decoded
                 if next(samples, None) is None:
                     return
             # -> (number, ImageViews) -> RegionBatch; handler.counts are the skips since the last batch
-            views = _views(samples, already, decode, options, epoch, slot, handler, health)
+            views = _views(samples, already, make, handler, health)
             for batch in _batches(views, options, self.tokenizer, role, handler.counts):
                 made += 1
                 yield batch

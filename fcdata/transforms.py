@@ -19,17 +19,30 @@ ALPHA_MEAN = 0.5
 ALPHA_STD = 0.26
 
 
+def letterbox_placement(width: int, height: int) -> tuple[int, int, int]:
+    """(side, left, top) of the letterbox: the square's side and where the image sits in it
+    (centred, offsets rounded down). The one definition every letterboxed view uses."""
+    side = max(width, height)
+    return side, (side - width) // 2, (side - height) // 2
+
+
+def letterbox_boxes(boxes: np.ndarray, width: int, height: int, size: int) -> np.ndarray:
+    """K x 4 (x0, y0, x1, y1) image pixels -> pixels of the size x size letterboxed view."""
+    side, left, top = letterbox_placement(width, height)
+    shift = np.array([left, top] * 2, np.float64)
+    return (np.asarray(boxes, np.float64).reshape(-1, 4) + shift) * size / side
+
+
 def letterbox(image: np.ndarray, alphas: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pad to a square (zeros, image centred), then resize to size x size: the evaluation and
-    inference view, which never cuts a region away.
+    inference view, which never cuts a region away (a shard sample's: fcdata.augment.eval_view).
 
     image: H x W x 3 uint8; alphas: K x H x W uint8 -> (size x size x 3, K x size x size).
     """
     from PIL import Image
 
     height, width = image.shape[:2]
-    side = max(height, width)
-    top, left = (side - height) // 2, (side - width) // 2
+    side, left, top = letterbox_placement(width, height)
     square = np.zeros((side, side, 3), np.uint8)
     square[top : top + height, left : left + width] = image
     resized = np.asarray(Image.fromarray(square).resize((size, size), Image.Resampling.BILINEAR))

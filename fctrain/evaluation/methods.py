@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from fcdata.errors import UserError
-from fcdata.transforms import alpha_clip_center_crop, center_crop_box, letterbox, normalize_alphas, normalize_images, squash
+from fcdata.transforms import alpha_clip_center_crop, center_crop_box, letterbox, letterbox_boxes, normalize_alphas, normalize_images, squash
 from fctrain.model import RGBAClip
 from fctrain.prompts import IMAGE_PROMPTS, RECLIP_BLUR_RADIUS, attention_bias_features, falip_bias, patch_bias, prompt_background, visual_prompt
 
@@ -116,9 +116,7 @@ class Geometry:
             scale = np.array([size / width, size / height] * 2)
             return np.clip(boxes * scale, 0, size)
         if self.name == "letterbox":
-            side = max(width, height)
-            shift = np.array([(side - width) // 2, (side - height) // 2] * 2, np.float64)
-            return np.clip((boxes + shift) * size / side, 0, size)
+            return np.clip(letterbox_boxes(boxes, width, height, size), 0, size)
         left, top, right, _ = center_crop_box(width, height)
         return np.clip((boxes - np.array([left, top] * 2)) * size / (right - left), 0, size)
 

@@ -28,7 +28,6 @@ letterboxed, blur at 2% of the long side.
 from __future__ import annotations
 
 import functools
-import io
 import itertools
 import json
 from dataclasses import asdict, dataclass, field
@@ -37,11 +36,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fcdata import guard, keys, masks
+from fcdata import guard
 from fcdata.errors import CountingHandler
-from fcdata.augment import NO_REAL_MASKS, SampleRegions, evaluation_regions, make_views, real_masks
+from fcdata.augment import eval_view
 from fcdata.loader import phrase_key, resolve_shards
-from fcdata.options import LoaderOptions
 from fctrain.config import EVAL_METHODS, EvalOptions
 from fctrain.evaluation.common import prefetched
 from fctrain.evaluation.methods import GEOMETRIES, METHOD_TITLES, BuiltViews, PromptSettings, Region, Tower, ViewInputs, check_methods, pixel_box, views_of
@@ -90,37 +88,24 @@ def load_eval_images(options: EvalOptions, size: int, handler: CountingHandler |
     """The first max_images images (with at least one region) of the shards, evaluation view.
     Unreadable shards and samples are skipped and counted in `handler`; none left is a UserError."""
     handler = handler or CountingHandler("fc eval")
-    view_options = LoaderOptions(batch_size=options.max_regions, regions_per_image=options.max_regions)
     shards = resolve_shards(options.shards, options.split)
     guard.check_shards(shards, "validation shards")
-    decode = functools.partial(_eval_image, size=size, options=options, view_options=view_options)
+    decode = functools.partial(_eval_image, size=size, options=options)
     images = list(itertools.islice(guard.decoded(guard.read_raw(shards, handler), decode, handler), options.max_images))
     guard.require_any(len(images), handler, f"validation shards {options.shards}")
     return images
 
 
-def _eval_image(sample: dict, size: int, options: EvalOptions, view_options: LoaderOptions) -> EvalImage:
-    from PIL import Image
-
-    meta = json.loads(sample[keys.META])
-    regions = SampleRegions.of(meta, view_options.full_image_min_cover)
-    stored = Image.open(io.BytesIO(sample[keys.IMAGE])).convert("RGB")
-    chosen = evaluation_regions(regions, options.max_regions)
-    if not len(chosen):
+def _eval_image(sample: dict, size: int, options: EvalOptions) -> EvalImage:
+    view = eval_view(sample, size, max_regions=options.max_regions)
+    if not len(view.regions):
         raise ValueError("no region to evaluate")
-    rows, cols = masks.decode_profiles(sample[keys.MASK_PROFILES], meta["height"], chosen.tolist())
-    views = make_views(stored, rows, cols, regions, chosen, size, view_options, None)
-    real = real_masks(sample, meta, chosen) if meta["mask"]["layout"] == keys.MASK_LAYOUT_RUNS else NO_REAL_MASKS
-    mask_alphas = make_views(stored, rows, cols, regions, chosen, size, view_options, None, real).alphas if real.crops else views.alphas
-    boxes = regions.boxes[chosen]
-    side = max(regions.width, regions.height)
-    shift = np.array([(side - regions.width) // 2, (side - regions.height) // 2] * 2, np.float64)
-    names = meta["regions"].get("object_names") or [[] for _ in meta["regions"]["phrase"]]
+    names = view.meta["regions"].get("object_names") or [[] for _ in view.meta["regions"]["phrase"]]
     return EvalImage(
-        image_id=meta["image_id"], stored=stored, letterboxed=views.image, alphas=views.alphas,
-        boxes=boxes, model_boxes=(boxes + shift) * size / side, phrases=views.phrases,
-        objects=[(names[k][0].lower() if names[k] else "") for k in chosen],
-        mask_alphas=mask_alphas, mask_crops=[real.crops.get(k) for k in chosen.tolist()],
+        image_id=view.image_id, stored=view.stored, letterboxed=view.image, alphas=view.box_alphas,
+        boxes=view.boxes, model_boxes=view.view_boxes, phrases=view.phrases,
+        objects=[(names[k][0].lower() if names[k] else "") for k in view.regions.tolist()],
+        mask_alphas=view.alphas, mask_crops=view.mask_crops,
     )
 
 

@@ -54,7 +54,7 @@ def test_visible_share_counts_mask_pixels_not_box_area():
 
 
 def test_views_of_a_runs_sample_use_the_real_masks(monkeypatch):
-    """decode_views on a runs-v1 sample: the masked region's alpha is its mask through the view's
+    """train_views and eval_view on a runs-v1 sample: the masked region's alpha is its mask through the view's
     geometry (training crop and evaluation letterbox), holes included; the other keeps its box."""
     height, width = 48, 64
     boxes = np.array([[5, 5, 40, 40], [20, 10, 60, 46]], np.float64)
@@ -70,7 +70,7 @@ def test_views_of_a_runs_sample_use_the_real_masks(monkeypatch):
     monkeypatch.setattr(augment, "random_crop", lambda *a, **k: crops_used.append(original(*a, **k)) or crops_used[-1])
     options = LoaderOptions(regions_per_image=2, batch_size=2, full_image_ratio=0.0, flip=False, min_visible=0.9)
 
-    evaluation = augment.decode_views(sample, 2, 32, options, None)
+    evaluation = augment.eval_view(sample, 32, max_regions=2)
     letterbox = np.array([0.0, -8.0, 64.0, 56.0])  # 64 x 48 padded to 64 x 64, centred
     k = evaluation.region_ids.index(0)
     np.testing.assert_array_equal(evaluation.alphas[k], augment.mask_alpha(crop, [x0, y0, x1, y1], letterbox, 32, False))
@@ -79,7 +79,7 @@ def test_views_of_a_runs_sample_use_the_real_masks(monkeypatch):
     np.testing.assert_array_equal(evaluation.alphas[1 - k], augment.profile_alphas(rows, cols, np.array([0]), letterbox, 32, False)[0])
 
     for seed in range(5):
-        training = augment.decode_views(sample, 2, 32, options, random.Random(seed))
+        training = augment.train_views(sample, 2, 32, options, random.Random(seed))
         box = crops_used[-1]
         k = training.region_ids.index(0)
         np.testing.assert_array_equal(training.alphas[k], augment.mask_alpha(crop, [x0, y0, x1, y1], box, 32, False))

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import PreTrainedTokenizerFast
 
 from fcdata import keys, masks
-from fcdata.augment import SampleRegions, decode_views, mirror_phrase
+from fcdata.augment import SampleRegions, eval_view, mirror_phrase, train_views
 from fcdata.errors import UserError
 from fcdata.loader import (
     LoaderPosition, Prefetcher, RegionStream, make_loader, phrase_key, resolve_shards,
@@ -147,8 +147,8 @@ def test_evaluation_view_is_the_whole_image_letterboxed(shards, tokenizer):
                 region = sample.region_ids.index(int(batch.region_ids[view]))
                 image, alpha = letterbox(sample.image, sample.masks[region : region + 1], SIZE)
                 got = batch.images[batch.image_index[view]].permute(1, 2, 0).numpy()
-                # The loader decodes at a reduced DCT scale, so pixels differ by a few levels (<= 3.8
-                # measured); a crop or flip moves them by 29-111 on average.
+                # A crop or flip moves pixels by 29-111 levels on average (the evaluation view decodes
+                # at the stored scale, as the reader does; it once decoded at a reduced DCT scale, <= 3.8).
                 assert np.abs(got.astype(int) - image).mean() < 8
                 # Alphas are resampled from profiles, the same geometry: none of the 1-24% of pixels
                 # a crop or flip gets wrong.
@@ -187,7 +187,7 @@ def test_alpha_stays_on_its_region_through_crop_resize_and_flip(width, height, s
     box = (x0, y0, min(width, x0 + max(8, int(fw * width))), min(height, y0 + max(8, int(fh * height))))
     sample = synthetic_sample(width, height, [box], ["the red box on the left"])
     opts = LoaderOptions(regions_per_image=1, full_image_ratio=0.0, min_visible=0.6, batch_size=1)
-    views = decode_views(sample, 1, SIZE, opts, random.Random(seed))
+    views = train_views(sample, 1, SIZE, opts, random.Random(seed))
     red = (views.image[..., 0] > 200) & (views.image[..., 1] < 60) & (views.image[..., 2] < 60)
     inside = views.alphas[0] >= 128
     assert inside.any()
@@ -211,7 +211,7 @@ def test_views_of_one_image_share_the_crop_and_differ_in_alpha():
     """Two regions of one image: one crop of the image, two alphas each on its own region."""
     sample = synthetic_sample(120, 100, [(5, 5, 50, 50), (60, 40, 115, 95)], ["red one", "green one"])
     opts = LoaderOptions(regions_per_image=2, full_image_ratio=0.0, min_visible=1.0, batch_size=2)
-    views = decode_views(sample, 2, SIZE, opts, random.Random(11))
+    views = train_views(sample, 2, SIZE, opts, random.Random(11))
     assert views.alphas.shape == (2, SIZE, SIZE) and views.image.shape == (SIZE, SIZE, 3)
     for alpha, phrase in zip(views.alphas, views.phrases):
         colour = views.image[alpha >= 200].mean(axis=0)
@@ -222,19 +222,49 @@ def test_whole_image_view_uses_the_covering_region_phrase():
     """With full_image_ratio=1, a region covering most of the image supplies a whole-image view: all-ones alpha."""
     sample = synthetic_sample(100, 80, [(0, 0, 100, 80), (10, 10, 30, 30), (50, 40, 90, 70)], ["a scene", "red", "green"])
     opts = LoaderOptions(regions_per_image=2, full_image_ratio=1.0, batch_size=2, flip=False)
-    views = decode_views(sample, 2, SIZE, opts, random.Random(0))
+    views = train_views(sample, 2, SIZE, opts, random.Random(0))
     assert -1 in views.region_ids
     whole = views.region_ids.index(-1)
     assert views.phrases[whole] == "a scene" and (views.alphas[whole] == 255).all()
 
 
 def test_evaluation_view_letterboxes_image_and_alpha_together():
-    """Without an RNG the image is padded to a square (zeros) and the alphas move with it."""
+    """The evaluation view pads the image to a square (zeros) and the alphas move with it."""
     sample = synthetic_sample(120, 60, [(0, 0, 60, 60)], ["red"])
-    views = decode_views(sample, 1, SIZE, LoaderOptions(batch_size=1, regions_per_image=1), None)
+    views = eval_view(sample, SIZE, max_regions=1)
     assert views.image[: SIZE // 4 - 2].max() == 0 and views.image[-(SIZE // 4 - 2):].max() == 0  # padding rows
     red = views.image[..., 0] > 200
     assert ((views.alphas[0] >= 128) ^ red).sum() <= 2 * SIZE
+
+
+def test_eval_view_is_the_inference_letterbox_of_the_stored_sample(shards):
+    """eval_view's image is exactly fcdata.transforms.letterbox (the API's preprocessing) of the
+    stored image, its alphas those of the regions asked for, its view boxes the boxes moved alike."""
+    paths, _ = shards
+    raw = next(iter_shard(paths[0]))
+    sample = read_shard(paths[0]).__next__()
+    view = eval_view(raw, SIZE)
+    np.testing.assert_array_equal(view.image, letterbox(sample.image, sample.masks[:0], SIZE)[0])
+    distinct = SampleRegions.of(sample.meta).distinct
+    assert view.regions.tolist() == distinct and view.phrases == [sample.phrases[k] for k in distinct]
+    assert view.alphas is view.box_alphas  # box layout: no real masks
+    subset = eval_view(raw, SIZE, regions=[distinct[-1], distinct[0]])
+    np.testing.assert_array_equal(subset.alphas, view.alphas[[len(distinct) - 1, 0]])
+    _, reference = letterbox(sample.image, sample.masks[[distinct[0]]], SIZE)
+    # Profiles resampled in floats vs PIL's two rounded passes: edge pixels may differ by a level or two.
+    assert np.abs(subset.alphas[1].astype(int) - reference[0]).max() <= 2
+    side = max(sample.image.shape[:2])
+    assert np.allclose(view.view_boxes[0] * side / SIZE, sample.boxes[distinct[0]] + [
+        (side - sample.image.shape[1]) // 2, (side - sample.image.shape[0]) // 2] * 2)
+    with pytest.raises(IndexError):
+        eval_view(raw, SIZE, regions=[len(sample.phrases)])
+
+
+def test_train_views_need_an_rng():
+    """No silent switch to the evaluation view: train_views without an RNG is an error."""
+    sample = synthetic_sample(120, 60, [(0, 0, 60, 60)], ["red"])
+    with pytest.raises(TypeError, match="eval_view"):
+        train_views(sample, 1, SIZE, LoaderOptions(batch_size=1, regions_per_image=1), None)
 
 
 def test_mirrored_phrases_swap_left_and_right():
