@@ -182,7 +182,7 @@ def run(work_dir: Path, scale: float = 1.0, workers: tuple[int, ...] = (1, 2), r
             row["stages"] = runs[len(runs) // 2]["stages"]
         rows.append(row)
     if not _orjson_available():
-        rows.append(dict(base, case="orjson_loads", skipped="orjson is not installed (pip install -e '.[bench]')"))
+        rows.append(dict(base, case="orjson_loads", skipped="orjson is not installed (a core dependency: pip install orjson)"))
     rows.append(dict(base, **scan_row(root)))
     return rows
 

@@ -38,7 +38,7 @@ import torch
 
 from fcdata import guard
 from fcdata.augment import ImageViews, eval_view, train_views
-from fcdata.captions import clean_caption, tokenize_captions
+from fcdata.captions import CaptionTokens, clean_caption
 from fcdata.errors import CountingHandler, ErrorHandler, UserError
 from fcdata.options import LoaderOptions
 from fcdata.transforms import normalize_alphas, normalize_images
@@ -190,7 +190,7 @@ def _views(
 
 
 def _batches(
-    views: Iterator[tuple[int, ImageViews]], options: LoaderOptions, tokenizer, role: int, skipped: Counter,
+    views: Iterator[tuple[int, ImageViews]], options: LoaderOptions, tokens: CaptionTokens, role: int, skipped: Counter,
 ) -> Iterator[RegionBatch]:
     """(number, views) -> RegionBatch of exactly batch_size views (the last may be short when
     the stream ends); an image whose views do not all fit contributes only those that do."""
@@ -206,28 +206,37 @@ def _batches(
         pending.append(image_views)
         room -= take
         if room == 0:
-            yield collate(pending, tokenizer, options, role, number, skipped)
+            yield collate(pending, tokens, role, number, skipped)
             pending, room = [], options.batch_size
             skipped.clear()
     if pending:
-        yield collate(pending, tokenizer, options, role, number, skipped)
+        yield collate(pending, tokens, role, number, skipped)
 
 
-def collate(
-    images: list[ImageViews], tokenizer, options: LoaderOptions, role: int, emitted: int, skipped: Counter
-) -> RegionBatch:
+def collate(images: list[ImageViews], tokens: CaptionTokens, role: int, emitted: int, skipped: Counter) -> RegionBatch:
+    """The views of some images -> one RegionBatch. Pixels and alphas are written once, straight
+    into the buffers the batch is sent in (shared memory in a worker: torch would otherwise copy
+    them there when the batch is pickled)."""
     phrases = [p for views in images for p in views.phrases]
-    tokens = tokenize_captions(tokenizer, phrases, max_length=options.max_text_tokens, return_tensors="np")
+    input_ids, attention_mask = tokens(phrases)
     counts = [len(views.phrases) for views in images]
-    # N x S x S x 3 in memory, seen as N x 3 x S x S (channels-last strides): no transposing copy,
-    # and convolutions take channels-last input as it is.
-    pixels = torch.from_numpy(np.stack([views.image for views in images])).permute(0, 3, 1, 2)
+    size = images[0].image.shape[0]
+    pixels = _batch_buffer((len(images), size, size, 3))
+    alphas = _batch_buffer((len(phrases), 1, size, size))
+    pixel_rows, alpha_rows = pixels.numpy(), alphas.numpy()
+    start = 0
+    for index, views in enumerate(images):
+        pixel_rows[index] = views.image  # a strided view (flipped, RGBX cut to RGB): copied here, once
+        alpha_rows[start : start + counts[index], 0] = views.alphas
+        start += counts[index]
     return RegionBatch(
-        images=pixels,
+        # N x S x S x 3 in memory, seen as N x 3 x S x S (channels-last strides): no transposing
+        # copy, and convolutions take channels-last input as it is.
+        images=pixels.permute(0, 3, 1, 2),
         image_index=torch.from_numpy(np.repeat(np.arange(len(images)), counts)),
-        alphas=torch.from_numpy(np.concatenate([views.alphas for views in images])[:, None]),
-        input_ids=torch.from_numpy(tokens["input_ids"].astype(np.int64)),
-        attention_mask=torch.from_numpy(tokens["attention_mask"].astype(np.int64)),
+        alphas=alphas,
+        input_ids=torch.from_numpy(input_ids),
+        attention_mask=torch.from_numpy(attention_mask),
         phrase_keys=torch.tensor([phrase_key(p) for p in phrases], dtype=torch.int64),
         image_ids=torch.tensor(np.repeat([views.image_id for views in images], counts), dtype=torch.int64),
         region_ids=torch.tensor([r for views in images for r in views.region_ids], dtype=torch.int64),
@@ -235,6 +244,15 @@ def collate(
         emitted=emitted,
         skipped=dict(skipped),
     )
+
+
+def _batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised uint8 tensor, in shared memory when made in a DataLoader worker (as torch's
+    default_collate allocates its batches)."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
 
 
 class RegionStream(torch.utils.data.IterableDataset):
@@ -277,7 +295,8 @@ class RegionStream(torch.utils.data.IterableDataset):
                     return
             # -> (number, ImageViews) -> RegionBatch; handler.counts are the skips since the last batch
             views = _views(samples, already, make, handler, health)
-            for batch in _batches(views, options, self.tokenizer, role, handler.counts):
+            tokens = CaptionTokens(self.tokenizer, options.max_text_tokens)  # one per role: ids cached per caption
+            for batch in _batches(views, options, tokens, role, handler.counts):
                 made += 1
                 yield batch
         except UserError as exc:

@@ -17,7 +17,7 @@ py="$venv/bin/python"
 "$py" -m pip install --quiet --upgrade pip
 # torch first and pinned: an unpinned torch pulled in by another package may be a multi-GB CUDA build.
 "$py" -m pip install --quiet "$torch_spec"
-"$py" -m pip install --quiet -e ".[dev,bench]"  # bench: orjson, the peer parser fc bench shard measures beside ours
+"$py" -m pip install --quiet -e ".[dev]"
 # The `reference` extra (pyproject.toml; keep the pin in step): only for its BPE vocabulary file, so
 # without its dependencies (torchvision, timm, an unpinned torch).
 "$py" -m pip install --quiet --no-deps "open-clip-torch==3.3.0"
