@@ -236,14 +236,25 @@ def visible_fractions(boxes: np.ndarray, chosen: np.ndarray, crop: np.ndarray) -
 
 
 @dataclass
+class EncodedCrop:
+    """An image left for the device to decode (LoaderOptions.decode = "device"): its JPEG and the
+    crop the CPU path would have resized."""
+
+    jpeg: bytes
+    box: np.ndarray  # x0, y0, x1, y1 in stored pixels (the JPEG's own, decoded at full size)
+    flip: bool
+
+
+@dataclass
 class ImageViews:
     """What one image contributes to a batch: one image, k alphas over it."""
 
-    image: np.ndarray  # size x size x 3 uint8
+    image: np.ndarray | None  # size x size x 3 uint8 (may be a strided view); None: see `encoded`
     alphas: np.ndarray  # k x size x size uint8
     phrases: list[str]  # k
     region_ids: list[int]  # k; -1 for a whole-image view
     image_id: int
+    encoded: EncodedCrop | None = None  # set instead of `image` when the device decodes
 
 
 @dataclass
@@ -320,31 +331,38 @@ def random_crop(
 
 def crop_views(
     image, rows: np.ndarray, cols: np.ndarray, regions: SampleRegions, chosen: np.ndarray, size: int,
-    options: LoaderOptions, rng: random.Random, real: RealMasks = NO_REAL_MASKS,
+    options: LoaderOptions, rng: random.Random, real: RealMasks = NO_REAL_MASKS, encoded: bytes | None = None,
 ) -> ImageViews:
     """The training views of the `chosen` regions (-1: a whole-image view; rows[m], cols[m] are
     view m's profiles; `real` holds the real masks of those that have one): one random crop and
-    flip of the image, an alpha per region through the same geometry.
+    flip of the image, an alpha per region through the same geometry. With `image` None the
+    JPEG bytes `encoded` go on with the crop instead, for the device to decode (fcdata.device_decode).
 
     Boxes, profiles and crops are in stored pixels (the JSON's width x height); `image` may have
     been decoded at a reduced DCT scale, so only its own resize box is divided by that scale.
     """
     from PIL import Image
 
-    # Stored pixels per decoded pixel, per axis: a draft decode rounds odd sizes up.
-    scale = np.array([regions.width / image.size[0], regions.height / image.size[1]] * 2)
     box = random_crop(regions, chosen, options, rng, real)
-    image_box = np.minimum(box / scale, image.size * 2)  # float error must not step outside
-    picture = image.resize((size, size), Image.Resampling.BILINEAR, box=tuple(image_box.tolist()))
     flip = bool(options.flip and rng.random() < 0.5)
+    pixels, crop = None, None
+    if image is None:
+        crop = EncodedCrop(encoded, box, flip)
+    else:
+        # Stored pixels per decoded pixel, per axis: a draft decode rounds odd sizes up.
+        scale = np.array([regions.width / image.size[0], regions.height / image.size[1]] * 2)
+        image_box = np.minimum(box / scale, image.size * 2)  # float error must not step outside
+        picture = image.resize((size, size), Image.Resampling.BILINEAR, box=tuple(image_box.tolist()))
+        pixels = jpeg.rgb(picture, flip)  # a strided view: flipped and cut to RGB by the one copy into the batch
     indices = chosen.tolist()
     phrases = [regions.phrases[regions.cover if k < 0 else k] for k in indices]
     return ImageViews(
-        image=jpeg.rgb(picture, flip),  # a strided view: flipped and cut to RGB by the one copy into the batch
+        image=pixels,
         alphas=region_alphas(rows, cols, chosen, box, size, flip, real),
         phrases=[mirror_phrase(p) for p in phrases] if flip else phrases,
         region_ids=[-1 if k < 0 else regions.region_ids[k] for k in indices],
         image_id=regions.image_id,
+        encoded=crop,
     )
 
 
@@ -403,8 +421,11 @@ def train_views(sample: dict, count: int, size: int, options: LoaderOptions, rng
     if not isinstance(rng, random.Random):
         raise TypeError("train_views draws every choice from rng (a random.Random); the evaluation view is eval_view")
     parsed = _parse(sample, options.full_image_min_cover, lambda regions: choose_regions(regions, count, options, rng))
-    image = jpeg.decode_for_resize(sample[keys.IMAGE], size)  # at a reduced DCT scale where that still covers `size`
-    return crop_views(image, parsed.rows, parsed.cols, parsed.regions, parsed.chosen, size, options, rng, parsed.real)
+    if options.decode == "device":
+        image = None
+    else:
+        image = jpeg.decode_for_resize(sample[keys.IMAGE], size)  # at a reduced DCT scale where that still covers `size`
+    return crop_views(image, parsed.rows, parsed.cols, parsed.regions, parsed.chosen, size, options, rng, parsed.real, sample[keys.IMAGE])
 
 
 @dataclass

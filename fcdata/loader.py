@@ -20,6 +20,7 @@ Pipeline of one role, as generator stages (what flows between them in comments):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import hashlib
@@ -39,6 +40,7 @@ import torch
 from fcdata import guard
 from fcdata.augment import ImageViews, eval_view, train_views
 from fcdata.captions import CaptionTokens, clean_caption
+from fcdata.device_decode import pack_jpegs
 from fcdata.errors import CountingHandler, ErrorHandler, UserError
 from fcdata.options import LoaderOptions
 from fcdata.transforms import normalize_alphas, normalize_images
@@ -100,6 +102,12 @@ class RegionBatch:
     phrase_keys: torch.Tensor  # B int64, equal for captions equal ignoring case
     image_ids: torch.Tensor  # B int64
     region_ids: torch.Tensor  # B int64, -1 for a whole-image view
+    # decode = "device": the images' JPEGs (concatenated), N + 1 offsets, the crops (N x 4 float64,
+    # stored pixels) and flips (N bool); `images` is then empty and made on the device (to_device).
+    jpeg_bytes: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.uint8))
+    jpeg_offsets: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
+    crop_boxes: torch.Tensor = field(default_factory=lambda: torch.empty((0, 4), dtype=torch.float64))
+    flips: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.bool))
     role: int = 0  # the worker role that made it
     emitted: int = 0  # raw samples that role had emitted when it finished this batch
     skipped: dict[str, int] = field(default_factory=dict)  # samples skipped while making it, by error
@@ -114,6 +122,7 @@ class RegionBatch:
 
 _TENSOR_FIELDS = (
     "images", "image_index", "alphas", "input_ids", "attention_mask", "phrase_keys", "image_ids", "region_ids",
+    "jpeg_bytes", "jpeg_offsets", "crop_boxes", "flips",
 )
 
 
@@ -199,9 +208,9 @@ def _batches(
     for number, image_views in views:
         take = min(room, len(image_views.phrases))
         if take < len(image_views.phrases):
-            image_views = ImageViews(
-                image_views.image, image_views.alphas[:take], image_views.phrases[:take],
-                image_views.region_ids[:take], image_views.image_id,
+            image_views = dataclasses.replace(
+                image_views, alphas=image_views.alphas[:take], phrases=image_views.phrases[:take],
+                region_ids=image_views.region_ids[:take],
             )
         pending.append(image_views)
         room -= take
@@ -220,16 +229,26 @@ def collate(images: list[ImageViews], tokens: CaptionTokens, role: int, emitted:
     phrases = [p for views in images for p in views.phrases]
     input_ids, attention_mask = tokens(phrases)
     counts = [len(views.phrases) for views in images]
-    size = images[0].image.shape[0]
-    pixels = _batch_buffer((len(images), size, size, 3))
+    size = images[0].alphas.shape[-1]
+    encoded = [views.encoded for views in images if views.encoded is not None]
+    pixels = _batch_buffer((0 if encoded else len(images), size, size, 3))
     alphas = _batch_buffer((len(phrases), 1, size, size))
     pixel_rows, alpha_rows = pixels.numpy(), alphas.numpy()
     start = 0
     for index, views in enumerate(images):
-        pixel_rows[index] = views.image  # a strided view (flipped, RGBX cut to RGB): copied here, once
+        if not encoded:
+            pixel_rows[index] = views.image  # a strided view (flipped, RGBX cut to RGB): copied here, once
         alpha_rows[start : start + counts[index], 0] = views.alphas
         start += counts[index]
+    shipped = {}
+    if encoded:
+        jpeg_bytes, jpeg_offsets = pack_jpegs([e.jpeg for e in encoded])
+        shipped = dict(
+            jpeg_bytes=jpeg_bytes, jpeg_offsets=jpeg_offsets, flips=torch.tensor([e.flip for e in encoded]),
+            crop_boxes=torch.from_numpy(np.stack([e.box for e in encoded]).astype(np.float64)),
+        )
     return RegionBatch(
+        **shipped,
         # N x S x S x 3 in memory, seen as N x 3 x S x S (channels-last strides): no transposing
         # copy, and convolutions take channels-last input as it is.
         images=pixels.permute(0, 3, 1, 2),
@@ -365,7 +384,13 @@ class DeviceBatch:
 
 def to_device(batch: RegionBatch, device: torch.device) -> DeviceBatch:
     move = functools.partial(torch.Tensor.to, device=device, non_blocking=True)
-    images = normalize_images(move(batch.images))
+    if batch.jpeg_offsets.numel():  # decode = "device": the images are made here
+        from fcdata.device_decode import device_images
+
+        pixels = device_images(batch.jpeg_bytes, batch.jpeg_offsets, batch.crop_boxes, batch.flips, batch.alphas.shape[-1], device)
+    else:
+        pixels = move(batch.images)
+    images = normalize_images(pixels)
     return DeviceBatch(
         pixel_values=images[move(batch.image_index)],
         alpha=normalize_alphas(move(batch.alphas)),

@@ -138,6 +138,7 @@ class LoaderOptions:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio range
     flip: bool = True  # mirror half the images (and swap "left"/"right" in their phrases)
     train_augment: bool = True  # False: letterbox, no randomness (evaluation view)
+    decode: str = "cpu"  # "cpu": workers decode and crop; "device": they send JPEG bytes + crops, decoded on the GPU (needs torchvision)
     max_text_tokens: int = CONTEXT_LENGTH  # captions are cut to this many tokens
     seed: int = 0  # same seed, same stream of batches (fc train: run.seed unless data.seed is given)
 
@@ -152,6 +153,7 @@ class LoaderOptions:
             (0.0 < self.min_visible <= 1.0, "data.min_visible must be in (0, 1]"),
             (0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0, "data.crop_scale must satisfy 0 < low <= high <= 1"),
             (0.0 < self.crop_ratio[0] <= self.crop_ratio[1], "data.crop_ratio must satisfy 0 < low <= high"),
+            (self.decode in ("cpu", "device"), "data.decode must be 'cpu' or 'device'"),
         ]
         for ok, message in checks:
             if not ok:
