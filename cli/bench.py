@@ -45,16 +45,24 @@ def loader(
     size: Annotated[int, typer.Option(help="Model input size, px.")] = 224,
     workers: Annotated[str, typer.Option(help="Comma-separated DataLoader worker counts to measure.")] = "1,2",
     repeats: Annotated[int, typer.Option(help="Runs per case; medians are reported.")] = 3,
+    peers: Annotated[str, typer.Option(help="Comma-separated peers to run beside it (webdataset, spdl, dali); '' for none.")] = "webdataset,spdl,dali",
+    views: Annotated[Optional[int], typer.Option(help="Views each case is timed over (default: half the corpus', at most 4000).", min=1)] = None,
     record: Record = True,
 ) -> None:
-    """Loader samples/s per worker vs decoding the same JPEGs alone, and vs a naive loader.
+    """Loader images per CPU second per worker vs decoding the same JPEGs alone, vs a naive loader
+    and vs its peers (webdataset as open_clip builds it, SPDL, DALI's CPU pipeline).
 
-    Example: fc bench loader --workers 1,2,4
+    Example: fc bench loader --workers 1,2,4 --peers webdataset
     """
-    from fcbench.loader import run
+    from fcbench.loader import PEERS, run
+    from fcdata.errors import UserError
 
     counts = tuple(int(w) for w in workers.split(","))
-    run(shards, work, images=images, size=size, workers=counts, repeats=repeats, save=record)
+    chosen = tuple(p for p in (p.strip() for p in peers.split(",")) if p)
+    unknown = [p for p in chosen if p not in PEERS]
+    if unknown:
+        raise UserError(f"unknown peer {unknown[0]!r}; known: {', '.join(PEERS)}")
+    run(shards, work, images=images, size=size, workers=counts, repeats=repeats, save=record, views=views, peers=chosen)
 
 
 @app.command("masks")

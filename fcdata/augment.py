@@ -249,7 +249,7 @@ class EncodedCrop:
 class ImageViews:
     """What one image contributes to a batch: one image, k alphas over it."""
 
-    image: np.ndarray | None  # size x size x 3 uint8 (may be a strided view); None: see `encoded`
+    image: np.ndarray | None  # size x size x 3 uint8; None: see `encoded`
     alphas: np.ndarray  # k x size x size uint8
     phrases: list[str]  # k
     region_ids: list[int]  # k; -1 for a whole-image view
@@ -353,7 +353,7 @@ def crop_views(
         scale = np.array([regions.width / image.size[0], regions.height / image.size[1]] * 2)
         image_box = np.minimum(box / scale, image.size * 2)  # float error must not step outside
         picture = image.resize((size, size), Image.Resampling.BILINEAR, box=tuple(image_box.tolist()))
-        pixels = jpeg.rgb(picture, flip)  # a strided view: flipped and cut to RGB by the one copy into the batch
+        pixels = jpeg.rgb(picture, flip)
     indices = chosen.tolist()
     phrases = [regions.phrases[regions.cover if k < 0 else k] for k in indices]
     return ImageViews(

@@ -5,8 +5,7 @@ PIL's own decode of a 256-px shard image costs ~0.46 ms, and its convert + asarr
 ~0.15 ms; simplejpeg decodes the same bytes to the same pixels (both are libjpeg-turbo with the
 accurate IDCT and fancy upsampling: bit for bit, tested) in ~0.39 ms. Decoding to RGBX lets
 `Image.frombuffer` map the array without a copy (PIL keeps RGB as 4 bytes a pixel anyway), so
-the resize reads the decoder's output directly; callers take the first 3 channels of what they
-resize.
+the resize reads the decoder's output directly; `rgb` packs what they resized back to 3 channels.
 
 The DCT scale follows PIL's `draft(mode, (size, size))`: the largest of 1/8, 1/4, 1/2, 1 that
 keeps both sides >= size, so the two paths agree pixel for pixel at every scale too.
@@ -52,7 +51,11 @@ def decode_for_resize(data: bytes, size: int):
 
 
 def rgb(picture, flip: bool = False) -> np.ndarray:
-    """The RGB pixels of a resized picture (RGBX or RGB) as an H x W x 3 uint8 view, mirrored
-    left-right if `flip`: strided views, copied once, into the batch."""
-    pixels = np.asarray(picture)[:, :, :3]
-    return pixels[:, ::-1] if flip else pixels
+    """The RGB pixels of a resized picture (RGBX or RGB) as an H x W x 3 uint8 array, mirrored
+    left-right if `flip`. PIL's own loops: NumPy's copy of a strided 3-of-4-channel view (flipped
+    or not) costs 3x as much (0.27 against 0.09 ms at 224 px)."""
+    if picture.mode != "RGB":
+        picture = picture.convert("RGB")
+    if flip:
+        picture = picture.transpose(0)  # Image.Transpose.FLIP_LEFT_RIGHT, without importing PIL here
+    return np.asarray(picture)

@@ -237,7 +237,7 @@ def collate(images: list[ImageViews], tokens: CaptionTokens, role: int, emitted:
     start = 0
     for index, views in enumerate(images):
         if not encoded:
-            pixel_rows[index] = views.image  # a strided view (flipped, RGBX cut to RGB): copied here, once
+            pixel_rows[index] = views.image
         alpha_rows[start : start + counts[index], 0] = views.alphas
         start += counts[index]
     shipped = {}
