@@ -286,10 +286,13 @@ def loader_stage(scratch: Path, sizes: Sizes, cpu: bool) -> dict:
     from fcbench.loader import run
 
     work = scratch / "work-loader"
+    # Peers left out: they are CPU comparisons (fc bench loader), not what feeds this GPU.
     rows = run(None, work, images=sizes.loader_images, size=sizes.image_size, batch_size=sizes.loader_batch,
-               workers=(sizes.loader_workers,), repeats=1, save=False, views=sizes.loader_views)
+               workers=(sizes.loader_workers,), repeats=1, save=False, views=sizes.loader_views, peers=(), stages=False)
     shutil.rmtree(work, ignore_errors=True)
-    return {"rows": rows, "gpu_decode": "not available: the loader decodes JPEGs on the CPU workers"}
+    device = [r for r in rows if r["case"].startswith("loader_device_decode_to_gpu")]
+    # data.decode = "device": JPEG bytes from the workers, nvJPEG decode + crop/resize/flip on the GPU.
+    return {"rows": rows, "gpu_decode": device[0] if device else "not run: no CUDA"}
 
 
 def train_stage(scratch: Path, sizes: Sizes, cpu: bool) -> dict:
@@ -413,6 +416,10 @@ def summarise(stages: dict) -> dict:
             "lora_checkpointing_batch256_peak_gib": checkpointed.get(256, {}).get("peak_mem_gib"),
             "largest_checkpointing_batch_under_16_gib": max((r["batch"] for r in capped), default=None),
             "loader_samples_per_s": feed,
+            # data.decode = "device" (JPEG bytes from the workers, nvJPEG + crop/resize on the GPU).
+            "loader_device_decode_samples_per_s": next(
+                (r.get("samples_per_s") for r in result("loader").get("rows", [])
+                 if r.get("case", "").startswith("loader_device_decode_to_gpu")), None),
             # > 1: the loader outruns the step it feeds; the wait the trainer measured is below.
             "loader_over_step_consumption": round(feed / consume, 2) if feed and consume else None,
             # The wait a loader this fast would leave a step consuming this fast: 1 - feed / consumption.

@@ -189,10 +189,11 @@ def ensure_shards(work_dir: Path, images: int, seed: int = 0) -> Path:
 def run(
     shard_dir: Path | None, work_dir: Path, images: int = 1000, size: int = 224, batch_size: int = 128,
     workers: tuple[int, ...] = (1, 2), repeats: int = 3, save: bool = True, views: int | None = None,
-    peers: tuple[str, ...] = PEERS,
+    peers: tuple[str, ...] = PEERS, stages: bool = True,
 ) -> list[dict]:
     """`views`: how many views each case is timed over (default: half the corpus' views, at most
-    4000); the stream is endless, so more than the corpus holds is fine (many workers need it)."""
+    4000); the stream is endless, so more than the corpus holds is fine (many workers need it).
+    `stages`: also time the per-image stages and levers in this process (~15 s)."""
     import dataclasses
 
     from fcdata import guard
@@ -226,7 +227,7 @@ def run(
         keep(f"{name}_core", result["views"] / views_per_image / cpu)
         keep(f"{name}_own_ms_per_batch", 1000 * result["own_cpu_s"] / max(1, result["views"] / batch_size))
 
-    stage_rows = stage_costs(samples[:300], size, tokenizer)
+    stage_rows = stage_costs(samples[:300], size, tokenizer) if stages else []
     for _ in range(repeats):
         keep("decode", _decode_pass(samples, None))
         keep("decode_simplejpeg", _decode_pass(samples, None, "simplejpeg"))
@@ -238,7 +239,7 @@ def run(
             keep_run(f"w{count}_device", _measure(make_loader(RegionStream(shards, device_options, tokenizer, size)), measure), count)
             naive = torch.utils.data.DataLoader(
                 NaiveViews(shards, size, views_per_image), batch_size=batch_size,
-                num_workers=count, multiprocessing_context="forkserver",
+                num_workers=count, multiprocessing_context="forkserver" if count else None,
             )
             keep_run(f"w{count}_naive", _measure(naive, measure), count)
             for peer in peers:
@@ -247,7 +248,10 @@ def run(
                 stream = RegionStream(shards, options, tokenizer, size)
                 keep(f"w{count}_gpu", _rate_of(_measure_on_gpu(make_loader(stream), measure)))
                 stream = RegionStream(shards, device_options, tokenizer, size)
-                keep(f"w{count}_device_gpu", _rate_of(_measure_on_gpu(make_loader(stream), measure)))
+                try:  # nvJPEG through torchvision, which a GPU machine may lack
+                    keep(f"w{count}_device_gpu", _rate_of(_measure_on_gpu(make_loader(stream), measure)))
+                except UserError as exc:
+                    keep(f"w{count}_device_gpu_error", str(exc))
 
     def median(name: str, digits: int = 1) -> float:
         return round(float(statistics.median(samples_of[name])), digits)
@@ -286,10 +290,11 @@ def run(
                                      loader_vs_peer_per_core=round(median(f"w{count}_core") / median(f"{name}_core"), 3)))
             else:
                 rows.append(dict(base, case=f"{peer}_{PEER_UNITS[peer]}_{count}", workers=count, skipped=samples_of.get(f"{name}_error", ["?"])[0]))
-        for suffix in ("gpu", "device_gpu"):
+        for suffix, case in (("gpu", "loader_to_gpu"), ("device_gpu", "loader_device_decode_to_gpu")):
             if f"w{count}_{suffix}" in samples_of:
-                case = "loader_to_gpu" if suffix == "gpu" else "loader_device_decode_to_gpu"
                 rows.append(dict(base, case=f"{case}_workers_{count}", workers=count, samples_per_s=median(f"w{count}_{suffix}")))
+            elif f"w{count}_{suffix}_error" in samples_of:
+                rows.append(dict(base, case=f"{case}_workers_{count}", workers=count, skipped=samples_of[f"w{count}_{suffix}_error"][0]))
     for row in rows:
         emit(row)
     if save:
@@ -336,7 +341,10 @@ def stage_costs(samples: list[dict], size: int, tokenizer) -> list[dict]:
     chosen = [augment.choose_regions(r, 2, options, random.Random(n)) for n, r in enumerate(regions)]
     boxes = [augment.random_crop(r, c, options, random.Random(n)) for n, (r, c) in enumerate(zip(regions, chosen))]
     decoded = [jpeg.decode_for_resize(s[keys.IMAGE], size) for s in samples]
-    pictures = [d.resize((size, size), Image.Resampling.BILINEAR, box=tuple(b.tolist())) for d, b in zip(decoded, boxes)]
+    # Crops in decoded pixels (an image decoded at a reduced DCT scale takes its box divided alike).
+    image_boxes = [np.minimum(b / np.array([m["width"] / d.size[0], m["height"] / d.size[1]] * 2), d.size * 2)
+                   for b, m, d in zip(boxes, metas, decoded)]
+    pictures = [d.resize((size, size), Image.Resampling.BILINEAR, box=tuple(b.tolist())) for d, b in zip(decoded, image_boxes)]
     profiles = [masks.decode_profiles(s[keys.MASK_PROFILES], m["height"], c.tolist()) for s, m, c in zip(samples, metas, chosen)]
     phrases = [[r.phrases[k] for k in c.tolist()] for r, c in zip(regions, chosen)]
     batches = [sum(phrases[i : i + 64], []) for i in range(0, len(phrases), 64)]
@@ -379,7 +387,7 @@ def stage_costs(samples: list[dict], size: int, tokenizer) -> list[dict]:
         "profiles_ms": cost(lambda i: masks.decode_profiles(samples[i][keys.MASK_PROFILES], metas[i]["height"], chosen[i].tolist())),
         "decode_ms": cost(lambda i: jpeg.decode_for_resize(samples[i][keys.IMAGE], size)),
         "crop_ms": cost(lambda i: augment.random_crop(regions[i], chosen[i], options, random.Random(i))),
-        "resize_ms": cost(lambda i: decoded[i].resize((size, size), Image.Resampling.BILINEAR, box=tuple(boxes[i].tolist()))),
+        "resize_ms": cost(lambda i: decoded[i].resize((size, size), Image.Resampling.BILINEAR, box=tuple(image_boxes[i].tolist()))),
         "alphas_ms": cost(lambda i: augment.region_alphas(*profiles[i], chosen[i], boxes[i], size, False)),
         "copy_to_batch_ms": cost(copy_to_batch),
         "tokens_ms": per_batch(cached),

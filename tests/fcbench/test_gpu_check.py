@@ -65,7 +65,10 @@ def test_summary_reads_the_cuda_only_rows():
     ]
     stages = {
         "step": {"status": "ok", "result": {"rows": rows}},
-        "loader": {"status": "ok", "result": {"rows": [{"case": "loader_to_gpu_workers_14", "samples_per_s": 4800.0}]}},
+        "loader": {"status": "ok", "result": {"rows": [
+            {"case": "loader_to_gpu_workers_14", "samples_per_s": 4800.0},
+            {"case": "loader_device_decode_to_gpu_workers_14", "samples_per_s": 9100.0},
+        ]}},
         "train": {"status": "timeout"},
     }
     measured = gpu_check.summarise(stages)["measured"]
@@ -73,6 +76,7 @@ def test_summary_reads_the_cuda_only_rows():
     assert measured["lora_checkpointing_batch256_peak_gib"] == 21.5
     assert measured["largest_checkpointing_batch_under_16_gib"] == 128
     assert measured["loader_over_step_consumption"] == 2.0 and measured["loader_predicted_wait_fraction"] == 0.0
+    assert measured["loader_device_decode_samples_per_s"] == 9100.0
     assert measured["train_data_wait_fraction"] is None  # the train stage timed out: no number rather than a guess
 
 
