@@ -59,7 +59,8 @@ def machine_info() -> dict:
         "pillow_simd": _version("pillow-simd"),
         "pillow": _version("pillow"),
     }
-    for name in ("numpy", "numba", "pyarrow", "torch", "transformers", "peft", "webdataset"):
+    for name in ("numpy", "numba", "pyarrow", "torch", "transformers", "peft", "webdataset", "orjson", "simplejpeg",
+                 "torchvision", "spdl-io", "nvidia-dali-cuda120"):
         info[name] = _version(name)
     try:
         import torch

@@ -76,3 +76,22 @@ def test_cpu_paths_never_import_torchvision(paths, tokenizer):  # noqa: F811
 def test_unknown_decode_is_a_one_line_error():
     with pytest.raises(UserError, match="data.decode"):
         LoaderOptions(decode="gpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_nvjpeg_batches_match_the_cpu_path_on_cuda(paths, tokenizer):  # noqa: F811
+    """On CUDA (nvJPEG through torchvision): the same alphas bit for bit; pixels as two JPEG
+    decoders differ (nvJPEG's IDCT and chroma upsampling are not libjpeg-turbo's): on average
+    within a grey level, and nowhere a crop's or flip's worth (those move pixels by 29-111)."""
+    pytest.importorskip("torchvision")
+    device = torch.device("cuda")
+    cpu, gpu = (
+        batches_of(RegionStream(paths, options(resample=True, seed=5, decode=decode), tokenizer, SIZE), limit=2)
+        for decode in ("cpu", "device")
+    )
+    for a, b in zip(cpu, gpu):
+        expected, got = to_device(a, device), to_device(b, device)
+        assert torch.equal(expected.alpha, got.alpha)
+        levels = (expected.pixel_values - got.pixel_values).abs() * 255 * 0.2613  # grey levels (CLIP's smallest std: within 6%)
+        assert levels.mean() < 1.0 and torch.quantile(levels.flatten().float()[:1_000_000], 0.999) < 12
