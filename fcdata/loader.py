@@ -240,15 +240,8 @@ def collate(images: list[ImageViews], tokens: CaptionTokens, role: int, emitted:
             pixel_rows[index] = views.image
         alpha_rows[start : start + counts[index], 0] = views.alphas
         start += counts[index]
-    shipped = {}
-    if encoded:
-        jpeg_bytes, jpeg_offsets = pack_jpegs([e.jpeg for e in encoded])
-        shipped = dict(
-            jpeg_bytes=jpeg_bytes, jpeg_offsets=jpeg_offsets, flips=torch.tensor([e.flip for e in encoded]),
-            crop_boxes=torch.from_numpy(np.stack([e.box for e in encoded]).astype(np.float64)),
-        )
     return RegionBatch(
-        **shipped,
+        **(_encoded_fields(encoded) if encoded else {}),
         # N x S x S x 3 in memory, seen as N x 3 x S x S (channels-last strides): no transposing
         # copy, and convolutions take channels-last input as it is.
         images=pixels.permute(0, 3, 1, 2),
@@ -262,6 +255,15 @@ def collate(images: list[ImageViews], tokens: CaptionTokens, role: int, emitted:
         role=role,
         emitted=emitted,
         skipped=dict(skipped),
+    )
+
+
+def _encoded_fields(encoded: list) -> dict:
+    """RegionBatch's decode = "device" fields for the images' EncodedCrops."""
+    jpeg_bytes, jpeg_offsets = pack_jpegs([e.jpeg for e in encoded])
+    return dict(
+        jpeg_bytes=jpeg_bytes, jpeg_offsets=jpeg_offsets, flips=torch.tensor([e.flip for e in encoded]),
+        crop_boxes=torch.from_numpy(np.stack([e.box for e in encoded]).astype(np.float64)),
     )
 
 
