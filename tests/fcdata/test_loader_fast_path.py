@@ -15,7 +15,7 @@ from fcdata import augment, jpeg, keys, masks
 from fcdata.captions import CaptionTokens, tokenize_captions
 from fcdata.loader import RegionStream, collate, make_loader, resolve_shards
 from fcdata.options import LoaderOptions
-from fcdata.reader import iter_shard
+from fcdata.tarformat import iter_shard
 from test_loader import options, tokenizer  # noqa: F401 - the module's tokenizer fixture
 
 OPTIONS = LoaderOptions(batch_size=4, regions_per_image=2, full_image_ratio=0.5)
