@@ -42,8 +42,9 @@ import numpy as np
 import orjson
 from numba import njit
 
-from fcdata import jpeg, keys, masks, segmasks
+from fcdata import jpeg, keys, masks, relation_views, segmasks
 from fcdata.options import LoaderOptions
+from fcdata.relation_views import RelationNegatives, SampleRelations
 from fcdata.transforms import letterbox, letterbox_boxes, letterbox_placement
 
 _SIDE_WORDS = re.compile(r"\b(left|right|Left|Right|LEFT|RIGHT)\b")
@@ -252,9 +253,10 @@ class ImageViews:
     image: np.ndarray | None  # size x size x 3 uint8; None: see `encoded`
     alphas: np.ndarray  # k x size x size uint8
     phrases: list[str]  # k
-    region_ids: list[int]  # k; -1 for a whole-image view
+    region_ids: list[int]  # k; -1 for a whole-image view, relation_views.RELATION_VIEW for a relation view
     image_id: int
     encoded: EncodedCrop | None = None  # set instead of `image` when the device decodes
+    negatives: RelationNegatives | None = None  # the relation views' hard negatives
 
 
 @dataclass
@@ -292,7 +294,7 @@ def choose_regions(regions: SampleRegions, count: int, options: LoaderOptions, r
     """Indices of `count` regions with distinct phrases (ignoring case), or fewer if the image
     has fewer; the last may be -1: a whole-image view (see the module docstring)."""
     chosen = rng.sample(regions.distinct, min(count, len(regions.distinct)))
-    if options.full_image_ratio and rng.random() < options.full_image_ratio:
+    if chosen and options.full_image_ratio and rng.random() < options.full_image_ratio:
         if regions.cover >= 0 and regions.cover not in chosen:
             chosen[-1] = -1
     return np.array(chosen, np.int64)
@@ -309,10 +311,10 @@ def visible_shares(regions: SampleRegions, chosen: np.ndarray, crop: np.ndarray,
 
 def random_crop(
     regions: SampleRegions, chosen: np.ndarray, options: LoaderOptions, rng: random.Random,
-    real: RealMasks = NO_REAL_MASKS,
+    real: RealMasks = NO_REAL_MASKS, keep: np.ndarray = np.zeros((0, 4)),
 ) -> np.ndarray:
     """A crop (x0, y0, x1, y1) in which every chosen region keeps min_visible of its area (of its
-    mask's pixels where it has a real mask)."""
+    mask's pixels where it has a real mask), and so does every box of `keep` (M x 4)."""
     width, height = regions.width, regions.height
     area = width * height
     low, high = math.log(options.crop_ratio[0]), math.log(options.crop_ratio[1])
@@ -324,7 +326,8 @@ def random_crop(
             continue
         x0, y0 = rng.uniform(0, width - crop_w), rng.uniform(0, height - crop_h)
         crop = np.array([x0, y0, x0 + crop_w, y0 + crop_h])
-        if visible_shares(regions, chosen, crop, real).min() >= options.min_visible:
+        shares = np.concatenate([visible_shares(regions, chosen, crop, real), visible_fractions(keep, np.arange(len(keep)), crop)])
+        if shares.min() >= options.min_visible:
             return crop
     return np.array([0.0, 0.0, float(width), float(height)])
 
@@ -332,18 +335,22 @@ def random_crop(
 def crop_views(
     image, rows: np.ndarray, cols: np.ndarray, regions: SampleRegions, chosen: np.ndarray, size: int,
     options: LoaderOptions, rng: random.Random, real: RealMasks = NO_REAL_MASKS, encoded: bytes | None = None,
+    relations: SampleRelations | None = None, chosen_relations: Sequence[int] = (),
 ) -> ImageViews:
     """The training views of the `chosen` regions (-1: a whole-image view; rows[m], cols[m] are
-    view m's profiles; `real` holds the real masks of those that have one): one random crop and
-    flip of the image, an alpha per region through the same geometry. With `image` None the
-    JPEG bytes `encoded` go on with the crop instead, for the device to decode (fcdata.device_decode).
+    view m's profiles; `real` holds the real masks of those that have one), then of the chosen
+    relations (fcdata.relation_views): one random crop and flip of the image, an alpha per view
+    through the same geometry. With `image` None the JPEG bytes `encoded` go on with the crop
+    instead, for the device to decode (fcdata.device_decode); the alphas, relation views and their
+    hard negatives are made here either way.
 
     Boxes, profiles and crops are in stored pixels (the JSON's width x height); `image` may have
     been decoded at a reduced DCT scale, so only its own resize box is divided by that scale.
     """
     from PIL import Image
 
-    box = random_crop(regions, chosen, options, rng, real)
+    keep = relations.keep_boxes(list(chosen_relations)) if chosen_relations else np.zeros((0, 4))
+    box = random_crop(regions, chosen, options, rng, real, keep)
     flip = bool(options.flip and rng.random() < 0.5)
     pixels, crop = None, None
     if image is None:
@@ -356,13 +363,25 @@ def crop_views(
         pixels = jpeg.rgb(picture, flip)
     indices = chosen.tolist()
     phrases = [regions.phrases[regions.cover if k < 0 else k] for k in indices]
+    alphas = region_alphas(rows, cols, chosen, box, size, flip, real)
+    region_ids = [-1 if k < 0 else regions.region_ids[k] for k in indices]
+    negatives = None
+    if chosen_relations:
+        shown = relation_views.relation_views(
+            relations, list(chosen_relations), box, size, flip, options.relation_weights, regions.height, regions.width
+        )
+        alphas = np.concatenate([alphas, shown.alphas])
+        phrases = phrases + shown.phrases
+        region_ids += [relation_views.RELATION_VIEW] * len(shown.phrases)
+        negatives = shown.negatives.numbered_from(len(indices), mirror_phrase if flip else None)
     return ImageViews(
         image=pixels,
-        alphas=region_alphas(rows, cols, chosen, box, size, flip, real),
+        alphas=alphas,
         phrases=[mirror_phrase(p) for p in phrases] if flip else phrases,
-        region_ids=[-1 if k < 0 else regions.region_ids[k] for k in indices],
+        region_ids=region_ids,
         image_id=regions.image_id,
         encoded=crop,
+        negatives=negatives,
     )
 
 
@@ -398,15 +417,15 @@ class _Parsed:
     real: RealMasks
 
 
-def _parse(sample: dict, min_cover: float | None, choose: Callable[[SampleRegions], np.ndarray]) -> _Parsed:
-    """What both views need of a sample, only the chosen regions' masks unpacked. Raises on a
-    corrupt sample."""
+def _parse(sample: dict, min_cover: float | None, choose: Callable[[SampleRegions, dict], np.ndarray]) -> _Parsed:
+    """What both views need of a sample, only the chosen regions' masks unpacked (`choose` gets
+    the regions and the JSON). Raises on a corrupt sample."""
     meta = orjson.loads(sample[keys.META])  # half json's time on these ~5 KB documents
     layout = meta["mask"]["layout"]
     if layout not in (keys.MASK_LAYOUT_SEPARABLE, keys.MASK_LAYOUT_RUNS):
         raise ValueError(f"unsupported mask layout {layout!r}")
     regions = SampleRegions.of(meta, min_cover)
-    chosen = choose(regions)
+    chosen = choose(regions, meta)
     # A whole-image view's slot (-1) unpacks region 0's profiles, unused.
     rows, cols = masks.decode_profiles(sample[keys.MASK_PROFILES], meta["height"], np.maximum(chosen, 0).tolist())
     if rows.shape[1] != meta["height"] or cols.shape[1] != meta["width"]:
@@ -420,12 +439,25 @@ def train_views(sample: dict, count: int, size: int, options: LoaderOptions, rng
     crop and flip (module docstring), every choice from `rng`. Raises on a corrupt sample."""
     if not isinstance(rng, random.Random):
         raise TypeError("train_views draws every choice from rng (a random.Random); the evaluation view is eval_view")
-    parsed = _parse(sample, options.full_image_min_cover, lambda regions: choose_regions(regions, count, options, rng))
+    relations, chosen_relations = None, []  # the sample's relations, and those its views show
+
+    def choose(regions: SampleRegions, meta: dict) -> np.ndarray:
+        nonlocal relations, chosen_relations
+        # Relation views are the first draws (fcdata.relation_views); none at relation_ratio 0.
+        if options.relation_ratio:
+            relations = SampleRelations.of(meta)
+            chosen_relations = relation_views.choose_relations(relations, count, options, rng)
+        return choose_regions(regions, count - len(chosen_relations), options, rng)
+
+    parsed = _parse(sample, options.full_image_min_cover, choose)
     if options.decode == "device":
         image = None
     else:
         image = jpeg.decode_for_resize(sample[keys.IMAGE], size)  # at a reduced DCT scale where that still covers `size`
-    return crop_views(image, parsed.rows, parsed.cols, parsed.regions, parsed.chosen, size, options, rng, parsed.real, sample[keys.IMAGE])
+    return crop_views(
+        image, parsed.rows, parsed.cols, parsed.regions, parsed.chosen, size, options, rng, parsed.real, sample[keys.IMAGE],
+        relations, chosen_relations,
+    )
 
 
 @dataclass
@@ -457,7 +489,7 @@ def eval_view(sample: dict, size: int, max_regions: int | None = None, regions: 
     through the same geometry. Raises on a corrupt sample."""
     from PIL import Image
 
-    def choose(parsed_regions: SampleRegions) -> np.ndarray:
+    def choose(parsed_regions: SampleRegions, meta: dict) -> np.ndarray:
         if regions is None:
             return evaluation_regions(parsed_regions, max_regions)
         chosen = np.asarray(regions, np.int64).reshape(-1)

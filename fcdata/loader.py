@@ -16,6 +16,10 @@ ranks x workers so every sample is read once, and the last batch of a worker may
 Pipeline of one role, as generator stages (what flows between them in comments):
     shard paths -> raw samples (dicts of bytes) -> shuffled raw samples -> [skip n on resume]
     -> ImageViews (uint8, decoded and augmented) -> RegionBatch (collated, tokenised)
+
+With data.relation_ratio > 0 some views are relation views (fcdata.relation_views), and the
+batch also carries their hard negatives: swapped-weight alphas (negative images of a view's
+phrase) and negative captions of a view, each with the view it belongs to.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from fcdata.captions import CaptionTokens, clean_caption
 from fcdata.device_decode import pack_jpegs
 from fcdata.errors import CountingHandler, ErrorHandler, UserError
 from fcdata.options import LoaderOptions
+from fcdata.relation_views import NEGATIVE_TEXTS
 from fcdata.transforms import normalize_alphas, normalize_images
 
 
@@ -101,9 +106,18 @@ class RegionBatch:
     attention_mask: torch.Tensor  # B x T int64
     phrase_keys: torch.Tensor  # B int64, equal for captions equal ignoring case
     image_ids: torch.Tensor  # B int64
-    region_ids: torch.Tensor  # B int64, -1 for a whole-image view
+    region_ids: torch.Tensor  # B int64, -1 for a whole-image view, -2 for a relation view
+    # Hard negatives of the relation views (empty without them): M swapped views, N captions.
+    negative_alphas: torch.Tensor  # M x 1 x S x S uint8, over the image of their view
+    negative_alpha_slot: torch.Tensor  # M int64: the view (0..B-1) whose phrase each is a negative image of
+    negative_alpha_keys: torch.Tensor  # M int64: phrase key of the caption the image lists for the swapped pair, 0 if none
+    negative_input_ids: torch.Tensor  # N x T int64 (T as input_ids)
+    negative_attention_mask: torch.Tensor  # N x T int64
+    negative_text_slot: torch.Tensor  # N int64: view * NEGATIVE_TEXTS + k, its place among its view's negative texts
+    negative_text_keys: torch.Tensor  # N int64
     # decode = "device": the images' JPEGs (concatenated), N + 1 offsets, the crops (N x 4 float64,
     # stored pixels) and flips (N bool); `images` is then empty and made on the device (to_device).
+    # The negatives' alphas come from the workers either way (their pixels are their view's image).
     jpeg_bytes: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.uint8))
     jpeg_offsets: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
     crop_boxes: torch.Tensor = field(default_factory=lambda: torch.empty((0, 4), dtype=torch.float64))
@@ -122,7 +136,8 @@ class RegionBatch:
 
 _TENSOR_FIELDS = (
     "images", "image_index", "alphas", "input_ids", "attention_mask", "phrase_keys", "image_ids", "region_ids",
-    "jpeg_bytes", "jpeg_offsets", "crop_boxes", "flips",
+    "negative_alphas", "negative_alpha_slot", "negative_alpha_keys", "negative_input_ids", "negative_attention_mask",
+    "negative_text_slot", "negative_text_keys", "jpeg_bytes", "jpeg_offsets", "crop_boxes", "flips",
 )
 
 
@@ -208,9 +223,10 @@ def _batches(
     for number, image_views in views:
         take = min(room, len(image_views.phrases))
         if take < len(image_views.phrases):
+            negatives = image_views.negatives.first(take) if image_views.negatives is not None else None
             image_views = dataclasses.replace(
                 image_views, alphas=image_views.alphas[:take], phrases=image_views.phrases[:take],
-                region_ids=image_views.region_ids[:take],
+                region_ids=image_views.region_ids[:take], negatives=negatives,
             )
         pending.append(image_views)
         room -= take
@@ -227,7 +243,10 @@ def collate(images: list[ImageViews], tokens: CaptionTokens, role: int, emitted:
     into the buffers the batch is sent in (shared memory in a worker: torch would otherwise copy
     them there when the batch is pickled)."""
     phrases = [p for views in images for p in views.phrases]
-    input_ids, attention_mask = tokens(phrases)
+    negatives = _negatives(images)
+    # Captions and negative captions through the one cache: the same ids, padded together.
+    input_ids, attention_mask = tokens(phrases + negatives["texts"])
+    view_count = len(phrases)
     counts = [len(views.phrases) for views in images]
     size = images[0].alphas.shape[-1]
     encoded = [views.encoded for views in images if views.encoded is not None]
@@ -247,11 +266,18 @@ def collate(images: list[ImageViews], tokens: CaptionTokens, role: int, emitted:
         images=pixels.permute(0, 3, 1, 2),
         image_index=torch.from_numpy(np.repeat(np.arange(len(images)), counts)),
         alphas=alphas,
-        input_ids=torch.from_numpy(input_ids),
-        attention_mask=torch.from_numpy(attention_mask),
+        input_ids=torch.from_numpy(input_ids[:view_count]),
+        attention_mask=torch.from_numpy(attention_mask[:view_count]),
         phrase_keys=torch.tensor([phrase_key(p) for p in phrases], dtype=torch.int64),
         image_ids=torch.tensor(np.repeat([views.image_id for views in images], counts), dtype=torch.int64),
         region_ids=torch.tensor([r for views in images for r in views.region_ids], dtype=torch.int64),
+        negative_alphas=negatives["alphas"],
+        negative_alpha_slot=torch.tensor(negatives["alpha_slot"], dtype=torch.int64),
+        negative_alpha_keys=torch.tensor([phrase_key(p) if p else 0 for p in negatives["alpha_phrases"]], dtype=torch.int64),
+        negative_input_ids=torch.from_numpy(input_ids[view_count:]),
+        negative_attention_mask=torch.from_numpy(attention_mask[view_count:]),
+        negative_text_slot=torch.tensor(negatives["text_slot"], dtype=torch.int64),
+        negative_text_keys=torch.tensor([phrase_key(t) for t in negatives["texts"]], dtype=torch.int64),
         role=role,
         emitted=emitted,
         skipped=dict(skipped),
@@ -274,6 +300,34 @@ def _batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
         return torch.empty(shape, dtype=torch.uint8)
     storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
     return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+
+
+def _negatives(images: list[ImageViews]) -> dict:
+    """The images' hard negatives, their views numbered over the batch (see RegionBatch); the
+    alphas (M x 1 x S x S) written straight into a batch buffer, as collate's own."""
+    size = images[0].alphas.shape[-1]  # images[0].image is None with decode = "device"
+    found_alphas, alpha_slot, alpha_phrases, texts, text_slot = [], [], [], [], []
+    first = 0
+    for views in images:
+        found = views.negatives
+        if found is not None:
+            found_alphas.append(found.alphas)
+            alpha_slot += [first + v for v in found.alpha_view]
+            alpha_phrases += found.alpha_phrases
+            texts += found.texts
+            # k-th negative text of its view: the views' texts come in view order
+            seen: Counter = Counter()
+            for v in found.text_view:
+                text_slot.append((first + v) * NEGATIVE_TEXTS + seen[v])
+                seen[v] += 1
+        first += len(views.phrases)
+    alphas = _batch_buffer((len(alpha_slot), 1, size, size))
+    if alpha_slot:
+        np.concatenate(found_alphas, out=alphas.numpy()[:, 0])
+    return {
+        "alphas": alphas, "alpha_slot": alpha_slot, "alpha_phrases": alpha_phrases,
+        "texts": texts, "text_slot": text_slot,
+    }
 
 
 class RegionStream(torch.utils.data.IterableDataset):
@@ -378,10 +432,22 @@ class DeviceBatch:
     phrase_keys: torch.Tensor  # B int64
     image_ids: torch.Tensor  # B int64
     region_ids: torch.Tensor  # B int64
+    # The relation views' hard negatives (RegionBatch): M swapped views, N captions.
+    negative_pixel_values: torch.Tensor  # M x 3 x S x S float32, the image of each one's view
+    negative_alpha: torch.Tensor  # M x 1 x S x S float32
+    negative_alpha_slot: torch.Tensor  # M int64
+    negative_alpha_keys: torch.Tensor  # M int64
+    negative_input_ids: torch.Tensor  # N x T int64
+    negative_attention_mask: torch.Tensor  # N x T int64
+    negative_text_slot: torch.Tensor  # N int64
+    negative_text_keys: torch.Tensor  # N int64
     source: RegionBatch  # the host batch (role, emitted, skipped; tensors on the host)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
+
+
+_DEVICE_FIELDS = tuple(f.name for f in dataclasses.fields(DeviceBatch) if f.name != "source")
 
 
 def to_device(batch: RegionBatch, device: torch.device) -> DeviceBatch:
@@ -393,14 +459,24 @@ def to_device(batch: RegionBatch, device: torch.device) -> DeviceBatch:
     else:
         pixels = move(batch.images)
     images = normalize_images(pixels)
+    image_index = move(batch.image_index)
+    negative_alpha_slot = move(batch.negative_alpha_slot)
     return DeviceBatch(
-        pixel_values=images[move(batch.image_index)],
+        pixel_values=images[image_index],
         alpha=normalize_alphas(move(batch.alphas)),
         input_ids=move(batch.input_ids),
         attention_mask=move(batch.attention_mask),
         phrase_keys=move(batch.phrase_keys),
         image_ids=move(batch.image_ids),
         region_ids=move(batch.region_ids),
+        negative_pixel_values=images[image_index[negative_alpha_slot]],
+        negative_alpha=normalize_alphas(move(batch.negative_alphas)),
+        negative_alpha_slot=negative_alpha_slot,
+        negative_alpha_keys=move(batch.negative_alpha_keys),
+        negative_input_ids=move(batch.negative_input_ids),
+        negative_attention_mask=move(batch.negative_attention_mask),
+        negative_text_slot=move(batch.negative_text_slot),
+        negative_text_keys=move(batch.negative_text_keys),
         source=batch,
     )
 
@@ -432,7 +508,7 @@ class Prefetcher:
             started = time.perf_counter()
             torch.cuda.current_stream(self.device).wait_stream(stream)
             current = upcoming
-            for name in ("pixel_values", "alpha", "input_ids", "attention_mask", "phrase_keys", "image_ids", "region_ids"):
+            for name in _DEVICE_FIELDS:
                 getattr(current, name).record_stream(torch.cuda.current_stream(self.device))
             upcoming = self._load(iterator, stream)
             self.wait_seconds += time.perf_counter() - started

@@ -140,6 +140,10 @@ class LoaderOptions:
     train_augment: bool = True  # False: letterbox, no randomness (evaluation view)
     decode: str = "cpu"  # "cpu": workers decode and crop; "device": they send JPEG bytes + crops, decoded on the GPU (needs torchvision)
     max_text_tokens: int = CONTEXT_LENGTH  # captions are cut to this many tokens
+    # Share of the views of images with relations that show a relation instead of a region (the
+    # graded alpha of its subject and object; fcdata.relation_views), with its hard negatives.
+    relation_ratio: float = 0.0
+    relation_weights: tuple[float, float, float] = (1.0, 0.5, 0.0)  # a relation view's alpha: subject, object, background
     seed: int = 0  # same seed, same stream of batches (fc train: run.seed unless data.seed is given)
 
     def __post_init__(self) -> None:
@@ -154,6 +158,13 @@ class LoaderOptions:
             (0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0, "data.crop_scale must satisfy 0 < low <= high <= 1"),
             (0.0 < self.crop_ratio[0] <= self.crop_ratio[1], "data.crop_ratio must satisfy 0 < low <= high"),
             (self.decode in ("cpu", "device"), "data.decode must be 'cpu' or 'device'"),
+            (0.0 <= self.relation_ratio <= 1.0, "data.relation_ratio must be in [0, 1]"),
+            # The subject must be the brightest: a swapped view is then a different alpha (the hard negative).
+            (
+                len(self.relation_weights) == 3
+                and 0.0 <= self.relation_weights[2] <= self.relation_weights[1] < self.relation_weights[0] <= 1.0,
+                "data.relation_weights (subject, object, background) must satisfy 0 <= background <= object < subject <= 1",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -31,6 +31,7 @@ from fcdata import guard, keys
 from fcdata.errors import CountingHandler, Interrupted, UserError
 from fcdata.loader import LoaderPosition, Prefetcher, RegionStream, count_samples, make_loader, resolve_shards
 from fcdata.outputs import write_text_atomically
+from fcdata.relation_views import NEGATIVE_TEXTS
 from fctrain.checkpoint import (
     CheckpointManager,
     RankPositions,
@@ -41,7 +42,7 @@ from fctrain.checkpoint import (
     read_state,
 )
 from fctrain.config import OptimConfig, TrainConfig, to_toml
-from fctrain.loss import region_contrastive_loss
+from fctrain.loss import HardNegatives, region_contrastive_loss
 from fctrain.model import RGBAClip, build_model, trainable_summary
 from fctrain.text_cache import TextEmbeddingCache, encode_right_padded
 from fctrain.pretrain import PretrainOptions, pretrain_tiny_clip
@@ -323,25 +324,44 @@ class _Loop:
             rank=self.runtime.rank, world=self.runtime.world, position=self.state.position,
         )
 
-    def _text_features(self, batch) -> torch.Tensor:
+    def _text_features(self, batch, negatives: bool = False) -> torch.Tensor:
+        """The batch's captions (B x D), followed by its negative captions where asked (B + N rows)."""
+        host, device = batch.source, (batch.input_ids, batch.attention_mask)
+        if negatives:  # tokenised together in the loader: the same padded length
+            host = (torch.cat([host.input_ids, host.negative_input_ids]), torch.cat([host.attention_mask, host.negative_attention_mask]))
+            device = (torch.cat([batch.input_ids, batch.negative_input_ids]), torch.cat([batch.attention_mask, batch.negative_attention_mask]))
+        else:
+            host = (host.input_ids, host.attention_mask)
         if self.text_cache is not None:
-            return self.text_cache.embed_tokens(batch.source.input_ids, batch.source.attention_mask, self.model, self.runtime.device)
+            return self.text_cache.embed_tokens(*host, self.model, self.runtime.device)
         with torch.no_grad():
             if self.tokenizer.padding_side == "right":  # the mask-free path: no device sync (fctrain.model)
-                return encode_right_padded(self.model, batch.input_ids)
-            return self.model.encode_text(batch.input_ids, batch.attention_mask)
+                return encode_right_padded(self.model, device[0])
+            return self.model.encode_text(*device)
 
     def _forward_backward(self, batch, sync: bool) -> torch.Tensor:
         runtime = self.runtime
         no_sync = self.trained.no_sync() if runtime.world > 1 and not sync else nullcontext()
         autocast = torch.autocast(runtime.device.type, dtype=runtime.amp_dtype, enabled=runtime.amp_dtype is not None)
+        relations = self.config.data.relation_ratio > 0  # every rank alike: the loss gathers the extras
         with no_sync:
             with autocast:
-                image_features = self.trained(batch.pixel_values, batch.alpha)
-                text_features = self._text_features(batch)
+                if relations:  # the swapped views in the same forward pass
+                    image_features = self.trained(
+                        torch.cat([batch.pixel_values, batch.negative_pixel_values]), torch.cat([batch.alpha, batch.negative_alpha])
+                    )
+                else:
+                    image_features = self.trained(batch.pixel_values, batch.alpha)
+                text_features = self._text_features(batch, negatives=relations)
+            views, hard = len(batch), None
+            if relations:
+                hard = HardNegatives(
+                    image_features[views:], batch.negative_alpha_slot, batch.negative_alpha_keys,
+                    text_features[views:], batch.negative_text_slot, batch.negative_text_keys, 1, NEGATIVE_TEXTS,
+                )
             loss = region_contrastive_loss(
-                image_features, text_features, batch.phrase_keys, self.model.logit_scale.exp(),
-                label_smoothing=self.config.loss.label_smoothing,
+                image_features[:views], text_features[:views], batch.phrase_keys, self.model.logit_scale.exp(),
+                label_smoothing=self.config.loss.label_smoothing, hard=hard,
             )
             # x world: DDP averages gradients over ranks, each of which holds the global loss's
             # exact gradient for its own features (fctrain.loss).
