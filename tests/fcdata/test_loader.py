@@ -10,14 +10,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
 
 from fcdata import keys, masks
 from fcdata.augment import SampleRegions, eval_view, mirror_phrase, train_views
 from fcdata.errors import UserError
 from fcdata.loader import (
-    LoaderPosition, Prefetcher, RegionStream, make_loader, phrase_key, resolve_shards,
+    _TENSOR_FIELDS, LoaderPosition, Prefetcher, RegionStream, make_loader, phrase_key, resolve_shards,
 )
 from fcdata.options import LoaderOptions
 from fcdata.reader import read_shard
@@ -25,18 +23,6 @@ from fcdata.tarformat import iter_shard
 from fcdata.transforms import letterbox, normalize_alphas, normalize_images
 
 SIZE = 64  # model input size in these tests: small keeps them fast
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    """A word-level tokenizer: the loader only needs something with the HF tokenizer interface."""
-    words = "a the red green blue yellow purple orange white black pink brown circle square".split()
-    vocab = {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, "[EOS]": 3, **{w: i + 4 for i, w in enumerate(words)}}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    core.normalizer = normalizers.Lowercase()
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    core.post_processor = processors.TemplateProcessing(single="[BOS] $A [EOS]", special_tokens=[("[BOS]", 2), ("[EOS]", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]")
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +95,12 @@ def test_same_seed_same_batches_other_seed_other_batches(shards, tokenizer):
     assert not all(torch.equal(a.images, c.images) for a, c in zip(first, other))
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resuming_from_a_position_continues_the_same_stream(shards, tokenizer, workers):
-    """After n batches, a new loader started from the saved position yields exactly batch n+1, n+2..."""
+@pytest.mark.parametrize("workers, relation_ratio", [(0, 0.0), (2, 0.0), (2, 0.5)])
+def test_resuming_from_a_position_continues_the_same_stream(shards, tokenizer, workers, relation_ratio):
+    """After n batches, a new loader started from the saved position yields exactly batch n+1, n+2...
+    (relation views and their hard negatives included)."""
     paths, _ = shards
-    opts = options(resample=True, workers=workers, seed=3)
+    opts = options(resample=True, workers=workers, seed=3, relation_ratio=relation_ratio)
     reference = batches_of(RegionStream(paths, opts, tokenizer, SIZE), limit=7)
     position = LoaderPosition(emitted=[0] * max(1, workers))
     for batch in reference[:4]:
@@ -122,8 +109,10 @@ def test_resuming_from_a_position_continues_the_same_stream(shards, tokenizer, w
     restored.load_state_dict(json.loads(json.dumps(position.state_dict())))
     resumed = batches_of(RegionStream(paths, opts, tokenizer, SIZE, position=restored), limit=3)
     for expected, got in zip(reference[4:], resumed):
-        assert torch.equal(expected.images, got.images) and torch.equal(expected.alphas, got.alphas)
-        assert torch.equal(expected.input_ids, got.input_ids)
+        for name in _TENSOR_FIELDS:
+            assert torch.equal(getattr(expected, name), getattr(got, name)), name
+    if relation_ratio:
+        assert sum(len(b.negative_alpha_slot) for b in reference) > 0  # the case under test happened
 
 
 def test_resume_with_another_worker_count_is_refused(shards, tokenizer):
