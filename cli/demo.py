@@ -33,7 +33,7 @@ def demo(
     from rich.progress import Progress
 
     from fc.progress import RichShardProgress, RichTrainProgress
-    from fc.report import eval_table, write_eval_outputs
+    from fc.report import eval_table, relations_table, write_eval_outputs
     from fc.shard import report_summary
     from fcdata.loader import resolve_shards
     from fcdata.errors import CountingHandler
@@ -57,15 +57,18 @@ def demo(
     report_summary(console, result.shards, result.shard_dir)
     console.print(f"[bold]3 training[/]: {result.training.step} steps, last loss {result.training.metrics.get('loss')}, checkpoint {result.training.checkpoint}")
     Console().print(eval_table(result.evaluation))
+    Console().print(relations_table(result.relations))
     samples = render_shard_samples(resolve_shards(str(result.shard_dir)), 8, 6, CountingHandler("fc demo"))
     pictures = [save_grid(samples, out / "samples.png"), write_eval_outputs(result.evaluation, out)[1]]
     model, tokenizer, _ = load_trained(result.training.run_dir)
     exported = export_model(model, tokenizer, out / "model", model.image_size)
-    row = result.evaluation.results
+    row, swap = result.evaluation.results, result.relations["methods"]
     console.print(
         f"[bold]box selection[/]: Focus-CLIP {row['focus']['box_accuracy']:.3f}"
         + (f" (object-guided {row['focus_object_guided']['box_accuracy']:.3f})" if "focus_object_guided" in row else "")
         + f" vs crop {row['crop']['box_accuracy']:.3f} and whole-image CLIP "
         f"{row['whole_image']['box_accuracy']:.3f} (chance {row['focus']['box_chance']:.3f}); "
+        f"relation swap accuracy: Focus-CLIP {swap['relation_alpha']['swap']:.3f}, best baseline "
+        f"{max(v['swap'] for k, v in swap.items() if k != 'relation_alpha'):.3f} (chance 0.5); "
         f"pictures: {', '.join(str(p) for p in pictures)}; model: {exported}"
     )

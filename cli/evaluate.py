@@ -136,8 +136,8 @@ def _vg_relations(run, checkpoint, shards, max_images, methods, batch_size, out,
     if run is None:
         raise UserError("--benchmark vg-relations needs --run RUN (the run's validation shards and base model)")
     from rich.console import Console
-    from rich.table import Table
 
+    from fc.report import relations_table
     from fcdata.outputs import check_output_dir
     from fctrain.checkpoint import load_trained
     from fcdata.outputs import write_json_atomically
@@ -147,12 +147,7 @@ def _vg_relations(run, checkpoint, shards, max_images, methods, batch_size, out,
     model, tokenizer, config = load_trained(run, checkpoint, device)
     options = RelationEvalOptions(shards=shards or config.data.shards, batch_size=batch_size, **({"max_images": max_images} if max_images else {}))
     report = evaluate_relations(model, tokenizer, options, methods or tuple(METHODS))
-    table = Table(title=f"relations: {report['images']} images (swap chance 0.5)")
-    for column in ("method", "selection", "chance", "swap"):
-        table.add_column(column)
-    for method, row in report["methods"].items():
-        table.add_row(method, f"{row['selection']:.3f}", f"{row['selection_chance']:.3f}", f"{row['swap']:.3f}")
-    Console().print(table)
+    Console().print(relations_table(report))
     curve = report["graded_control"]
     typer.echo("graded control (object weight -> similarity to the object's phrase): " + ", ".join(
         f"{w:g}: {s:.3f}" for w, s in zip(curve["weights"], curve["object_similarity"])

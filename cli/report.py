@@ -27,6 +27,29 @@ def eval_table(report):
     return table
 
 
+RELATION_TITLES = {
+    "relation_alpha": "Focus-CLIP (relation alpha)", "subject_alpha": "Focus-CLIP (subject alpha)",
+    "union_alpha": "Focus-CLIP (union alpha)", "whole_image": "whole image", "union_crop": "union crop",
+    "union_blur": "union blur",
+}
+
+
+def relations_table(report: dict):
+    """fctrain.evaluation.relations' report as a table: a row per method."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"relations: {report['images']} images, object weight {report['object_weight']:g}",
+        caption="selection: phrase -> its (subject, object) pair among the image's, swaps included; "
+        "swap: the pair against its swap alone (chance 0.5)",
+    )
+    for column in ("method", "selection", "chance", "swap"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for method, row in report["methods"].items():
+        table.add_row(RELATION_TITLES.get(method, method), f"{row['selection']:.3f}", f"{row['selection_chance']:.3f}", f"{row['swap']:.3f}")
+    return table
+
+
 def write_eval_outputs(report, out_dir: Path) -> tuple[Path, Path]:
     """eval.json (atomically) and eval-examples.png: the focus method's box choices."""
     from fcdata.outputs import write_text_atomically

@@ -90,7 +90,8 @@ def test_train_eval_export_show_from_the_command_line(tmp_path):
     run = tmp_path / "run"
     result = runner.invoke(app, ["train", "--shards", str(tmp_path / "shards"), "--out", str(run), "--steps", "4",
                                  "--batch-size", "8", "--set", "data.workers=0", "--set", "model.image_size=32",
-                                 "--set", "model.tiny_pretrain_steps=5", "--set", "run.val_every=0"])
+                                 "--set", "model.tiny_pretrain_steps=5", "--set", "run.val_every=0",
+                                 "--set", "data.relation_ratio=0.5"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["eval", "--run", str(run), "--max-images", "6", "--methods", "focus,whole_image,crop"])
     assert result.exit_code == 0, result.output
