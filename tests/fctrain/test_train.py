@@ -75,6 +75,22 @@ def test_resume_continues_with_the_same_losses(shard_dir, whole_run, tmp_path):
         assert again[step] == pytest.approx(reference[step], rel=0, abs=2e-5)
 
 
+def test_resume_with_relation_views_continues_with_the_same_losses(shard_dir, tmp_path):
+    """The same with relation views and their hard negatives in the batches."""
+    relations = "data.relation_ratio=0.5"
+    whole = train(config_for(shard_dir, tmp_path / "whole", "model.text_cache=false", relations))
+    reference = losses(whole.run_dir)
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(whole.run_dir, resumed_dir)
+    shutil.rmtree(resumed_dir / "checkpoints" / "step-0000006")
+    (resumed_dir / "metrics.jsonl").unlink()
+    train(config_for(shard_dir, resumed_dir, "model.text_cache=false", relations, 'checkpoint.resume="latest"'))
+    again = losses(resumed_dir)
+    assert sorted(again) == [4, 5, 6]
+    for step in (4, 5, 6):
+        assert again[step] == pytest.approx(reference[step], rel=0, abs=2e-5)
+
+
 def as_format_1(path) -> None:
     """Rewrite a checkpoint's train_state.pt as the code before the checkpoint manager wrote it."""
     new = torch.load(path / STATE_FILE, weights_only=True)
