@@ -163,6 +163,8 @@ def test_alpha_matters_box_selection_clearly_beats_whole_image(tmp_path):
     focus, whole = rows["focus"]["box_accuracy"], rows["whole_image"]["box_accuracy"]
     assert abs(whole - rows["whole_image"]["box_chance"]) < 0.05  # whole image is chance among an image's regions
     assert focus >= whole + 0.15, rows
+    relations = result.relations["methods"]  # the relation table: union views cannot tell a pair from its swap
+    assert relations["union_crop"]["swap"] == relations["union_alpha"]["swap"] == 0.5 and relations["relation_alpha"]["selection"] > 0
 
 
 def test_focus_whole_is_the_trained_model_on_the_whole_image_and_clip_with_the_adapters_off(tmp_path, make_trained_tiny):
