@@ -56,13 +56,14 @@ def whole_run(shard_dir, tmp_path_factory):
     return whole.run_dir, losses(whole.run_dir)
 
 
-def resumed_from_step_3(shard_dir, whole_run, resumed_dir, edit_checkpoint=lambda path: None) -> dict[int, float]:
-    """The losses of the whole run resumed from its step-3 checkpoint (edited first if asked)."""
+def resumed_from_step_3(shard_dir, whole_run, resumed_dir, edit_checkpoint=lambda path: None, overrides=()) -> dict[int, float]:
+    """The losses of the whole run resumed from its step-3 checkpoint (edited first if asked;
+    `overrides`: the settings the whole run had beyond config_for's)."""
     shutil.copytree(whole_run[0], resumed_dir)
     shutil.rmtree(resumed_dir / "checkpoints" / "step-0000006")
     (resumed_dir / "metrics.jsonl").unlink()
     edit_checkpoint(resumed_dir / "checkpoints" / "step-0000003")
-    train(config_for(shard_dir, resumed_dir, "model.text_cache=false", 'checkpoint.resume="latest"'))
+    train(config_for(shard_dir, resumed_dir, "model.text_cache=false", *overrides, 'checkpoint.resume="latest"'))
     return losses(resumed_dir)
 
 
@@ -80,12 +81,7 @@ def test_resume_with_relation_views_continues_with_the_same_losses(shard_dir, tm
     relations = "data.relation_ratio=0.5"
     whole = train(config_for(shard_dir, tmp_path / "whole", "model.text_cache=false", relations))
     reference = losses(whole.run_dir)
-    resumed_dir = tmp_path / "resumed"
-    shutil.copytree(whole.run_dir, resumed_dir)
-    shutil.rmtree(resumed_dir / "checkpoints" / "step-0000006")
-    (resumed_dir / "metrics.jsonl").unlink()
-    train(config_for(shard_dir, resumed_dir, "model.text_cache=false", relations, 'checkpoint.resume="latest"'))
-    again = losses(resumed_dir)
+    again = resumed_from_step_3(shard_dir, (whole.run_dir, reference), tmp_path / "resumed", overrides=(relations,))
     assert sorted(again) == [4, 5, 6]
     for step in (4, 5, 6):
         assert again[step] == pytest.approx(reference[step], rel=0, abs=2e-5)
