@@ -16,7 +16,7 @@ from fcdata.captions import CaptionTokens, tokenize_captions
 from fcdata.loader import RegionStream, collate, make_loader, resolve_shards
 from fcdata.options import LoaderOptions
 from fcdata.tarformat import iter_shard
-from test_loader import options, tokenizer  # noqa: F401 - the module's tokenizer fixture
+from test_loader import options  # the tokenizer fixture is tests/fcdata/conftest.py's
 
 OPTIONS = LoaderOptions(batch_size=4, regions_per_image=2, full_image_ratio=0.5)
 
@@ -85,7 +85,7 @@ def test_jpeg_decode_equals_pils_at_its_draft_scale(samples):
             np.testing.assert_array_equal(np.asarray(fast)[..., :3], np.asarray(pil.convert("RGB")))
 
 
-def test_collated_batch_equals_stacked_and_tokenised(samples, tokenizer):  # noqa: F811
+def test_collated_batch_equals_stacked_and_tokenised(samples, tokenizer):
     """collate (cached token ids, one copy into the batch) = np.stack + tokenize_captions."""
     views = [augment.train_views(s, 2, 40, OPTIONS, random.Random(n)) for n, s in enumerate(samples[1][:5])]
     batch = collate(views, CaptionTokens(tokenizer, 77), 0, 5, {})
@@ -97,7 +97,7 @@ def test_collated_batch_equals_stacked_and_tokenised(samples, tokenizer):  # noq
     np.testing.assert_array_equal(batch.attention_mask.numpy(), tokens["attention_mask"])
 
 
-def test_cached_token_ids_equal_tokenize_captions(tokenizer):  # noqa: F811
+def test_cached_token_ids_equal_tokenize_captions(tokenizer):
     """Repeats, case, spacing, cuts at max_length, and a cache that fills up: the same ids and masks."""
     texts = ["a red circle", "A  Red circle", "the green square " * 6, "a red circle", "blue", ""]
     tokens = CaptionTokens(tokenizer, 8, capacity=3)
@@ -109,7 +109,7 @@ def test_cached_token_ids_equal_tokenize_captions(tokenizer):  # noqa: F811
     assert len(tokens._ids) <= 3 + len(set(texts))
 
 
-def test_a_worker_sends_the_batches_made_in_process(samples, tokenizer):  # noqa: F811
+def test_a_worker_sends_the_batches_made_in_process(samples, tokenizer):
     """Batches built in shared memory in a worker equal those made in the calling process."""
     paths = samples[0]
     streams = [RegionStream(paths, options(workers=w, resample=True, seed=4), tokenizer, 40) for w in (0, 1)]

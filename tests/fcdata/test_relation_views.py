@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from fcdata import keys, masks
-from fcdata.augment import decode_views
+from fcdata.augment import train_views
 from fcdata.errors import UserError
 from fcdata.loader import RegionStream, make_loader, resolve_shards
 from fcdata.options import LoaderOptions
@@ -53,7 +53,7 @@ def test_relation_view_grades_subject_object_and_background_through_crop_and_fli
     object's, the background's elsewhere, after the crop, resize and flip of the image; its swapped
     view trades the two weights; a flip mirrors the phrase and the negative captions."""
     sample = relation_sample([("red", "left of", "green", RED, GREEN)])
-    views = decode_views(sample, 1, SIZE, relation_options(relation_weights=(1.0, 0.4, 0.1)), random.Random(seed))
+    views = train_views(sample, 1, SIZE, relation_options(relation_weights=(1.0, 0.4, 0.1)), random.Random(seed))
     assert views.region_ids == [RELATION_VIEW]
     red = (views.image[..., 0] > 200) & (views.image[..., 1] < 60)
     green = (views.image[..., 1] > 200) & (views.image[..., 0] < 60)
@@ -84,7 +84,7 @@ def test_a_swap_that_reads_the_same_is_not_a_negative():
     same phrase: no swapped view and no inverse caption. A directional predicate keeps its swap."""
     def negatives(*relations):
         sample = relation_sample(list(relations))
-        return decode_views(sample, 1, SIZE, relation_options(flip=False), random.Random(0)).negatives
+        return train_views(sample, 1, SIZE, relation_options(flip=False), random.Random(0)).negatives
 
     same = negatives(("cup", "next to", "cup", RED, GREEN))
     assert same.alpha_view == [] and same.texts == []
@@ -100,10 +100,10 @@ def test_relation_views_replace_region_views_only_when_asked():
     sample = relation_sample([("red", "left of", "green", RED, GREEN), ("green", "right of", "red", GREEN, RED)])
     bare = dict(sample, **{keys.META: json.dumps({k: v for k, v in json.loads(sample[keys.META]).items() if k != "relations"}).encode()})
     off = dict(regions_per_image=2, batch_size=2, relation_ratio=0.0)
-    a = decode_views(sample, 2, SIZE, LoaderOptions(**off), random.Random(4))
-    b = decode_views(bare, 2, SIZE, LoaderOptions(**off), random.Random(4))
+    a = train_views(sample, 2, SIZE, LoaderOptions(**off), random.Random(4))
+    b = train_views(bare, 2, SIZE, LoaderOptions(**off), random.Random(4))
     assert a.phrases == b.phrases and np.array_equal(a.alphas, b.alphas) and a.negatives is None
-    three = decode_views(sample, 3, SIZE, relation_options(regions_per_image=3, batch_size=3), random.Random(4))
+    three = train_views(sample, 3, SIZE, relation_options(regions_per_image=3, batch_size=3), random.Random(4))
     assert three.region_ids == [1, RELATION_VIEW, RELATION_VIEW] or three.region_ids == [2, RELATION_VIEW, RELATION_VIEW]  # two relations: a region fills the third view
 
 
