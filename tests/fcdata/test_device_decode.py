@@ -12,7 +12,7 @@ from fcdata.device_decode import resample_matrices, resized_crops
 from fcdata.loader import RegionStream, to_device
 from fcdata.options import LoaderOptions
 from fcdata.errors import UserError
-from test_loader import batches_of, options, tokenizer  # noqa: F401 - the module's tokenizer fixture
+from test_loader import batches_of, options  # the tokenizer fixture is tests/fcdata/conftest.py's
 
 SIZE = 120  # above half these 160-224 px images: the CPU path decodes at full scale too
 
@@ -25,7 +25,7 @@ def paths(make_shards):
 
 
 @pytest.mark.parametrize("workers", [0, 1])
-def test_device_path_gives_the_cpu_paths_views(paths, tokenizer, workers):  # noqa: F811
+def test_device_path_gives_the_cpu_paths_views(paths, tokenizer, workers):
     """Same seed: the same alphas, captions and ids bit for bit, and the same pixels within a level
     (PIL's 8-bit fixed point against one float rounding); flipped images included."""
     runs = {}
@@ -46,6 +46,25 @@ def test_device_path_gives_the_cpu_paths_views(paths, tokenizer, workers):  # no
     assert flipped > 0
 
 
+def test_device_path_carries_the_relation_views_negatives(paths, tokenizer):
+    """Relation views with decode = "device": their negatives are alphas and captions, made by the
+    workers as on the CPU path (bit for bit); a swapped view's pixels are its own view's image."""
+    runs = {}
+    for decode in ("cpu", "device"):
+        stream = RegionStream(paths, options(resample=True, seed=2, relation_ratio=0.5, decode=decode), tokenizer, SIZE)
+        runs[decode] = batches_of(stream, limit=4)
+    negatives = 0
+    for cpu, device in zip(runs["cpu"], runs["device"]):
+        for name in ("alphas", "input_ids", "region_ids", "negative_alphas", "negative_alpha_slot", "negative_alpha_keys",
+                     "negative_input_ids", "negative_attention_mask", "negative_text_slot", "negative_text_keys"):
+            assert torch.equal(getattr(cpu, name), getattr(device, name)), name
+        on_device = to_device(device, torch.device("cpu"))
+        assert torch.equal(on_device.negative_pixel_values, on_device.pixel_values[on_device.negative_alpha_slot])
+        assert torch.equal(on_device.negative_alpha, to_device(cpu, torch.device("cpu")).negative_alpha)
+        negatives += len(device.negative_alpha_slot)
+    assert negatives > 0  # the case under test happened
+
+
 def test_resampling_matrices_keep_flat_images_flat_and_crop_where_asked():
     """Rows sum to 1 (a flat image stays flat, borders too); a crop of the left half shows only it."""
     weights = resample_matrices(torch.tensor([0.0, 3.5]), torch.tensor([100.0, 20.0]), torch.tensor([100, 30]), 16, 100)
@@ -63,7 +82,7 @@ def test_resampling_matrices_keep_flat_images_flat_and_crop_where_asked():
     assert torch.equal(mirrored, straight.flip(-1))
 
 
-def test_cpu_paths_never_import_torchvision(paths, tokenizer):  # noqa: F811
+def test_cpu_paths_never_import_torchvision(paths, tokenizer):
     """torchvision is imported only to decode on CUDA (CI has none)."""
     code = (
         "import sys, torch; from fcdata.loader import RegionStream, to_device, make_loader; "
@@ -80,7 +99,7 @@ def test_unknown_decode_is_a_one_line_error():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_nvjpeg_batches_match_the_cpu_path_on_cuda(paths, tokenizer):  # noqa: F811
+def test_nvjpeg_batches_match_the_cpu_path_on_cuda(paths, tokenizer):
     """On CUDA (nvJPEG through torchvision): the same alphas bit for bit; pixels as two JPEG
     decoders differ (nvJPEG's IDCT and chroma upsampling are not libjpeg-turbo's): on average
     within a grey level, and nowhere a crop's or flip's worth (those move pixels by 29-111)."""
