@@ -38,7 +38,7 @@ def synth(
         bool,
         typer.Option(
             help="Instead: Visual Genome's annotation files at full size (~5.4M regions, 3.8M "
-            "objects, 1.2 GB) in about a minute, to measure sharding's annotation phase; JPEGs "
+            "objects, 2.3M relationships, 2.0 GB) in about a minute, to measure sharding's annotation phase; JPEGs "
             "only for the first --image-files images."
         ),
     ] = False,
@@ -92,6 +92,7 @@ def _vg_scale(console, columns, out, images, image_files, seed, regions_per_imag
         report = generate_vg_scale(out, options, lambda done: progress.advance(task, done))
     counts, sizes = report["counts"], report["bytes"]
     console.print(
-        f"wrote {counts['images']:,} images ({options.image_files:,} with a JPEG), {counts['regions']:,} regions "
-        f"and {counts['objects']:,} objects to {out} ({sum(sizes.values()) / 2**20:,.0f} MiB of annotations)"
+        f"wrote {counts['images']:,} images ({options.image_files:,} with a JPEG), {counts['regions']:,} regions"
+        f", {counts['objects']:,} objects and {counts.get('relationships', 0):,} relationships to {out} "
+        f"({sum(sizes.values()) / 2**20:,.0f} MiB of annotations)"
     )

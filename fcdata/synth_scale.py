@@ -1,12 +1,23 @@
 """Visual Genome's annotation files at full size, fast: for measuring the annotation phase.
 
 `fcdata.synth` draws scenes whose phrases only one object fits, which costs milliseconds per
-image; at VG's 108,077 images that is an hour. This generator writes the same three files
-(image_data.json, region_descriptions.json, objects.json, VG 1.4 field names and key order) at
-VG's size in about two minutes of one core, with the shape of the real thing that a parser feels:
-~50 regions and ~35 objects per image, phrases of 2-9 words (~700 MB of regions and ~520 MB of
-objects at full size), ids beyond 2**32 on some regions, and the JSON a scanner must not trip on
-(escaped quotes, brackets and commas inside strings, backslashes, non-ASCII, tabs and newlines).
+image; at VG's 108,077 images that is an hour. This generator writes the same four files
+(image_data.json, region_descriptions.json, objects.json, relationships.json; VG 1.4 field names
+and key order) at VG's size in a few minutes of one core, with the shape of the real thing that a
+parser feels: ~50 regions, ~35 objects and ~21 relationships per image (VG 1.4: 2.3M
+relationships), phrases of 2-9 words (~700 MB of regions, ~520 MB of objects and ~750 MB of
+relationships at full size), ids beyond 2**32 on some regions and relationships, and the JSON a
+scanner must not trip on (escaped quotes, brackets and commas inside strings, backslashes,
+non-ASCII, tabs and newlines).
+
+A relationship pairs two objects of its image (their ids and boxes, as in VG), names them by
+`name` or by `names` (both spellings occur in VG 1.4), and carries a predicate in VG's mixed case
+("ON", "on", "sitting on"). A few are planted for the sharder to drop, counted in the report:
+a subject with a zero width (`empty_box`), an object moved outside the image (`outside_image`),
+and a repeat of the image's previous relationship with its boxes shifted by a pixel
+(`duplicate`; only where both boxes are large enough that the shift keeps both IoUs high).
+Relationships draw from a random stream of their own, so the other files are the same with or
+without them.
 Only the first `image_files` images get a JPEG (a cheap gradient at the stated size), so the
 image phase can be run on a subset; the rest are missing, as a partial download would be.
 
@@ -18,17 +29,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from fcdata import reasons
 from fcdata.errors import UserError
 from fcdata.outputs import atomic_output, open_atomically, write_json_atomically
 
 VG_IMAGES = 108_077  # images in VG 1.2 / 1.4
 REPORT_FILE = "scale_report.json"
+VG_RELATIONSHIPS_PER_IMAGE = 2_316_104 / VG_IMAGES  # VG 1.4's relationships.json: ~21.4 per image
 _URL = "https://cs.stanford.edu/people/rak248/VG_100K_2/"
 _CHUNK_IMAGES = 2000  # images formatted per write: large enough to amortise, small enough for memory
 _ADJECTIVES = (
@@ -48,6 +62,18 @@ _TRICKY = (
     "naïve façade ünder the 🌧", "]}],[{",
 )
 _TRICKY_EVERY = 997  # one phrase in this many is a tricky one
+# VG's predicates as annotators typed them: mixed case, and a few with stray spaces.
+_PREDICATES = (
+    "ON", "on", "has", "wearing", "of", "in", "near", "behind", "with", "holding", "above",
+    "sitting on", "on top of", "in front of", "standing on", "riding", "under", "next to", "wears",
+    "Has", "WEARING", " on ", "parked on", "attached to", "hanging on",
+)
+# Planted relationship quirks (fractions of relationships) and what the sharder calls them.
+_EMPTY_BOX_RATE = 0.002  # the subject's width is 0
+_OUTSIDE_RATE = 0.002  # the object is moved past the image's right edge
+_DUPLICATE_RATE = 0.01  # the previous relationship again, boxes shifted by one pixel
+_DUPLICATE_MIN_SIDE = 32  # px: a one-pixel shift keeps the IoU above 0.9 in source pixels
+_PLANTED = (reasons.DROP_EMPTY_BOX, reasons.DROP_OUTSIDE_IMAGE, reasons.DROP_DUPLICATE)
 
 
 @dataclass(frozen=True)
@@ -55,6 +81,7 @@ class ScaleOptions:
     num_images: int = VG_IMAGES  # images listed in image_data.json
     regions_per_image: float = 50.0  # mean; VG 1.2 has 5.41M regions over 108,077 images
     objects_per_image: float = 35.0  # mean; VG 1.4 has 3.80M objects
+    relationships_per_image: float = VG_RELATIONSHIPS_PER_IMAGE  # mean; 0 = no relationships.json
     image_files: int = 0  # the first this many images get a JPEG on disk
     seed: int = 0
 
@@ -63,8 +90,8 @@ class ScaleOptions:
             raise UserError(f"the number of images must be at least 1, got {self.num_images}")
         if not 0 <= self.image_files <= self.num_images:
             raise UserError(f"image_files must be in 0..{self.num_images}, got {self.image_files}")
-        if self.regions_per_image <= 0 or self.objects_per_image < 0:
-            raise UserError("regions_per_image must be > 0 and objects_per_image >= 0")
+        if self.regions_per_image <= 0 or self.objects_per_image < 0 or self.relationships_per_image < 0:
+            raise UserError("regions_per_image must be > 0, objects_per_image and relationships_per_image >= 0")
 
 
 def generate_vg_scale(
@@ -75,12 +102,21 @@ def generate_vg_scale(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / REPORT_FILE).unlink(missing_ok=True)
     rng = np.random.default_rng(options.seed)
+    relation_rng = np.random.default_rng([options.seed, 1])  # its own stream: see the module docstring
     phrases = _phrase_pool(rng)
     names = [f"{noun}" for noun in _NOUNS] + [f"{a} {n}" for a in _ADJECTIVES[:6] for n in _NOUNS[:8]]
-    files = {name: out_dir / f"{name}.json" for name in ("image_data", "region_descriptions", "objects")}
+    stems = ["image_data", "region_descriptions", "objects"]
+    if options.relationships_per_image > 0:
+        stems.append("relationships")
+    else:
+        (out_dir / "relationships.json").unlink(missing_ok=True)  # a stale one would be read as ours
+    files = {name: out_dir / f"{name}.json" for name in stems}
     counts = {"images": 0, "regions": 0, "objects": 0}
+    planted: Counter[str] = Counter()
+    if "relationships" in files:
+        counts["relationships"] = 0
     image_sizes: list[tuple[int, int]] = []  # of the images that get a file
-    next_region, next_object = 1, 1
+    next_region, next_object, next_relation = 1, 1, 1
     with contextlib.ExitStack() as stack:
         streams = {name: open_atomically(stack, path) for name, path in files.items()}
         for stream in streams.values():
@@ -92,6 +128,12 @@ def generate_vg_scale(
             streams["image_data"].write(separator + ", ".join(chunk.image_records()))
             streams["region_descriptions"].write(separator + ", ".join(chunk.region_records(phrases, next_region)))
             streams["objects"].write(separator + ", ".join(chunk.object_records(names, next_object)))
+            if "relationships" in streams:
+                draws = _Relationships(relation_rng, chunk, options.relationships_per_image)
+                records = draws.records(names, next_object, next_relation, planted)
+                streams["relationships"].write(separator + ", ".join(records))
+                next_relation += draws.count
+                counts["relationships"] += draws.count
             image_sizes += list(zip(chunk.widths, chunk.heights))[: options.image_files - len(image_sizes)]
             next_region += chunk.region_count
             next_object += chunk.object_count
@@ -108,6 +150,8 @@ def generate_vg_scale(
         "counts": counts,
         "bytes": {name: path.stat().st_size for name, path in files.items()},
     }
+    if "relationships" in files:
+        report["planted_relationship_drops"] = {reason: planted[reason] for reason in _PLANTED}
     write_json_atomically(out_dir / REPORT_FILE, report)
     return report
 
@@ -200,6 +244,84 @@ class _Chunk:
                 row += 1
             records.append(f'{{"image_id": {image_id}, "objects": [{", ".join(objects)}], "image_url": "{_URL}{image_id}.jpg"}}')
         return records
+
+
+class _Relationships:
+    """The relationships of a chunk's images, drawn at once: pairs of distinct objects of one image
+    (images with fewer than two objects get none), a predicate, a name spelling and a quirk each."""
+
+    def __init__(self, rng: np.random.Generator, chunk: "_Chunk", per_image: float):
+        object_counts = chunk.object_counts
+        self.per_image = np.where(object_counts >= 2, rng.poisson(per_image, len(object_counts)), 0)
+        self.count = int(self.per_image.sum())
+        image = np.repeat(np.arange(len(object_counts)), self.per_image)
+        first_object = np.concatenate(([0], np.cumsum(object_counts)[:-1]))[image]
+        available = object_counts[image]
+        subject = rng.integers(0, 2**31, self.count) % available
+        other = (subject + 1 + rng.integers(0, 2**31, self.count) % np.maximum(available - 1, 1)) % available
+        self.chunk = chunk
+        self.subject_row = (first_object + subject).tolist()  # rows of the chunk's objects
+        self.object_row = (first_object + other).tolist()
+        self.predicate = rng.integers(0, len(_PREDICATES), self.count).tolist()
+        self.spelling = (rng.random((self.count, 2)) < 0.7).tolist()  # True: "name", else "names"
+        self.quirk = rng.random(self.count).tolist()
+        self.big_ids = (rng.random(self.count) < 0.001).tolist()
+        self.tricky = (rng.random(self.count) < 1 / _TRICKY_EVERY).tolist()
+
+    def records(self, names: list[str], first_object_id: int, first_id: int, planted: Counter) -> list[str]:
+        """One JSON record per image of the chunk; `planted` counts the quirks by drop reason."""
+        chunk, records, row = self.chunk, [], 0
+        for index, (image_id, count) in enumerate(zip(chunk.image_ids, self.per_image.tolist())):
+            width, height = chunk.widths[index], chunk.heights[index]
+            items, previous, previous_tricky = [], None, False
+            for _ in range(count):
+                subject, obj = self.subject_row[row], self.object_row[row]
+                ends = [list(chunk.object_boxes[subject]), list(chunk.object_boxes[obj])]
+                predicate = _PREDICATES[self.predicate[row]]
+                quirk, tricky = self.quirk[row], self.tricky[row]
+                if quirk < _DUPLICATE_RATE and previous is not None:
+                    subject, obj, predicate, ends = previous
+                    ends = [[x + 1, y, w, h] for x, y, w, h in ends]
+                    planted[reasons.DROP_DUPLICATE] += 1
+                    tricky = previous_tricky
+                    previous = None  # no chains: each repeat's original is a clean relationship
+                elif quirk > 1 - _EMPTY_BOX_RATE:
+                    ends[0][2] = 0
+                    planted[reasons.DROP_EMPTY_BOX] += 1
+                    previous = None
+                elif quirk > 1 - _EMPTY_BOX_RATE - _OUTSIDE_RATE:
+                    ends[1][0] = width + 10
+                    planted[reasons.DROP_OUTSIDE_IMAGE] += 1
+                    previous = None
+                else:
+                    large = min(ends[0][2], ends[0][3], ends[1][2], ends[1][3]) >= _DUPLICATE_MIN_SIDE
+                    previous = (subject, obj, predicate, ends) if large else None
+                    previous_tricky = tricky
+                relation_id = first_id + row + (1 << 32 if self.big_ids[row] else 0)
+                subject_name, object_name = names[chunk.name_index[subject]], names[chunk.name_index[obj]]
+                # The tricky text goes on the subject's name only; its synset keeps the plain noun.
+                suffix = f" {_TRICKY[subject % len(_TRICKY)]}" if tricky else ""
+                spelling = self.spelling[row]
+                items.append(
+                    f'{{"predicate": {json.dumps(predicate)}, '
+                    f'"object": {self._end(object_name, "", first_object_id + obj, ends[1], spelling[1])}, '
+                    f'"relationship_id": {relation_id}, "synsets": ["{predicate.split()[-1].lower()}.r.01"], '
+                    f'"subject": {self._end(subject_name, suffix, first_object_id + subject, ends[0], spelling[0])}}}'
+                )
+                row += 1
+            records.append(f'{{"relationships": [{", ".join(items)}], "image_id": {image_id}}}')
+        return records
+
+    @staticmethod
+    def _end(name: str, suffix: str, object_id: int, box: list[int], single: bool) -> str:
+        """A subject or object as VG 1.4 writes it, named by `name` or by a one-entry `names`."""
+        x, y, w, h = box
+        text = json.dumps(name + suffix, ensure_ascii=object_id % 2 == 0)
+        named = f'"name": {text}' if single else f'"names": [{text}]'
+        return (
+            f'{{{named}, "h": {h}, "object_id": {object_id}, "synsets": ["{name.split(" ")[-1]}.n.01"], '
+            f'"w": {w}, "y": {y}, "x": {x}}}'
+        )
 
 
 def _write_images(out_dir: Path, sizes: list[tuple[int, int]], rng: np.random.Generator) -> None:
