@@ -92,9 +92,8 @@ class RelationRows:
     object_id: np.ndarray  # int64 [N]
 
     @classmethod
-    def of(cls, table: pa.Table, rows: np.ndarray, offsets: np.ndarray) -> "RelationRows":
-        """The rows `rows` (grouped by image, `offsets`) of a vg.RELATIONS_SCHEMA table."""
-        taken = table.take(pa.array(rows, pa.int64()))
+    def of(cls, taken: pa.Table, offsets: np.ndarray) -> "RelationRows":
+        """A shard's rows of a vg.RELATIONS_SCHEMA table, grouped by image (`offsets`)."""
 
         def numbers(*names: str) -> np.ndarray:
             return np.stack([taken.column(n).to_numpy() for n in names], axis=1).reshape(-1, len(names))

@@ -776,8 +776,12 @@ def _keep_first(table: pa.Table, column: str) -> pa.Table:
     return table.take(np.sort(first)) if len(first) != len(values) else table
 
 
-def _listed(table: pa.Table, listed_ids: np.ndarray) -> np.ndarray:
-    return np.isin(table.column("image_id").to_numpy(), listed_ids)
+def _only_listed(table: pa.Table, listed_ids: np.ndarray) -> tuple[pa.Table, int]:
+    """(the rows of images in `listed_ids`, how many rows were not). The table itself where all
+    are: a filtered copy would briefly hold a second copy of a table of up to ~0.4 GB."""
+    listed = np.isin(table.column("image_id").to_numpy(), listed_ids)
+    unlisted = len(listed) - int(np.count_nonzero(listed))
+    return (table.filter(listed) if unlisted else table), unlisted
 
 
 def annotation_files(vg_root: Path, relations: bool = True) -> dict[str, Path]:
@@ -820,21 +824,16 @@ def load_vg(
     if "relationships" in files:
         pending_relations = _PendingFile(files["relationships"], "relations", pool, workers, max_phrase_chars, progress)
     regions, drops = pending_regions.result()
-    listed = _listed(regions, listed_ids)
-    drops[reasons.DROP_NO_IMAGE_RECORD] += int(np.count_nonzero(~listed))
-    regions = regions.filter(listed)
+    regions, unlisted = _only_listed(regions, listed_ids)
+    drops[reasons.DROP_NO_IMAGE_RECORD] += unlisted
     objects = None
     if pending_objects is not None:
-        objects, _ = pending_objects.result()
-        objects = objects.filter(_listed(objects, listed_ids))
+        objects, _ = _only_listed(pending_objects.result()[0], listed_ids)
     relation_table, relation_drops = None, Counter()
     if pending_relations is not None:
         relation_table, relation_drops = pending_relations.result()
-        listed = _listed(relation_table, listed_ids)
-        unlisted = int(np.count_nonzero(~listed))
+        relation_table, unlisted = _only_listed(relation_table, listed_ids)
         relation_drops[reasons.DROP_NO_IMAGE_RECORD] += unlisted
-        if unlisted:  # a filtered copy would briefly double VG's largest table (~0.4 GB)
-            relation_table = relation_table.filter(listed)
     drops = Counter({reason: count for reason, count in drops.items() if count})
     relation_drops = Counter({reason: count for reason, count in relation_drops.items() if count})
     return VgAnnotations(images, regions, objects, relation_table, drops, relation_drops, files)
