@@ -22,7 +22,7 @@ def shard(
     repeats: Annotated[int, typer.Option(help="Runs per case; medians are reported.")] = 3,
     annotation_scale: Annotated[
         float,
-        typer.Option(help="Also time the annotation phase on VG-size files (1 = all 108,077 images, ~1.2 GB) beside json.load and orjson; 0 = skip."),
+        typer.Option(help="Also time the annotation phase on VG-size files (1 = all 108,077 images, ~2.0 GB) beside json.load and orjson, and fc shard's peak memory on them; 0 = skip."),
     ] = 1.0,
     record: Record = True,
 ) -> None:
@@ -35,6 +35,28 @@ def shard(
 
     run(vg_root, work, images=images, regions_per_image=regions_per_image, repeats=repeats, save=record,
         annotation_scale=annotation_scale)
+
+
+@app.command("annotations")
+def annotations(
+    work: WorkDir = Path("runs/bench"),
+    scale: Annotated[float, typer.Option(help="Share of VG's 108,077 images in the generated annotation files (1 = full size, ~2.0 GB).")] = 1.0,
+    workers: Annotated[str, typer.Option(help="Worker counts to run, comma-separated.")] = "2",
+    repeats: Annotated[int, typer.Option(help="Runs per case; medians (and the largest peak memory) are reported.")] = 1,
+    record: Record = True,
+) -> None:
+    """The annotation phase alone: peak memory of `fc shard` on VG-size files with and without
+    relationships, load_vg's time and stages, json.load and orjson beside it, the record scan.
+
+    Example: fc bench annotations --work /tmp/vgscale --scale 1 --workers 2
+    """
+    from fcbench.annotations import run_and_record
+
+    if not all(w.strip().isdigit() and int(w) > 0 for w in workers.split(",")):
+        raise typer.BadParameter(f"expected worker counts like 1,2, got {workers!r}", param_hint="--workers")
+    if not 0 < scale <= 1:
+        raise typer.BadParameter(f"must be in (0, 1], got {scale}", param_hint="--scale")
+    run_and_record(work, scale, tuple(int(w) for w in workers.split(",")), repeats, save=record)
 
 
 @app.command("loader")

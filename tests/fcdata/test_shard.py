@@ -335,3 +335,30 @@ def test_workers_end_with_the_command(long_job_root, tmp_path, how):
     while time.monotonic() < gone_by and any(_running(w) for w in workers):
         time.sleep(0.1)
     assert not any(_running(w) for w in workers)
+
+
+def test_rows_by_image_gather_from_the_chunks_as_one_take_would():
+    """_ByImage gives each id's rows in file order (ids it lacks get none) and gathers them from
+    a many-chunk table exactly as pyarrow's take on the whole table does."""
+    import pyarrow as pa
+
+    from fcdata.shard import _ByImage
+
+    rng = np.random.default_rng(0)
+    image_ids = rng.integers(1, 40, 1000)
+    batches = [
+        pa.record_batch({"image_id": image_ids[a:b], "phrase": [f"p{k}" for k in range(a, b)], "x": np.arange(a, b) * 0.5})
+        for a, b in ((0, 1), (1, 300), (300, 301), (301, 1000))
+    ]
+    table = pa.Table.from_batches(batches)
+    groups = _ByImage(table)
+    ids = np.array([7, 1, 99, 7, 38])  # 99 is in no row; 7 asked twice
+    rows, offsets = groups.rows(ids)
+    expected = np.concatenate([np.flatnonzero(image_ids == i) for i in ids])
+    np.testing.assert_array_equal(rows, expected)
+    assert offsets.tolist() == np.cumsum([0] + [int((image_ids == i).sum()) for i in ids]).tolist()
+    taken = groups.take(rows)
+    assert taken.equals(table.take(pa.array(rows))) and taken.column(0).num_chunks == 1
+    empty = _ByImage(table.schema.empty_table())
+    rows, offsets = empty.rows(ids)
+    assert len(rows) == 0 and offsets.tolist() == [0] * 6 and empty.take(rows).num_rows == 0
