@@ -3,7 +3,7 @@
 `fcdata.synth` draws scenes whose phrases only one object fits, which costs milliseconds per
 image; at VG's 108,077 images that is an hour. This generator writes the same four files
 (image_data.json, region_descriptions.json, objects.json, relationships.json; VG 1.4 field names
-and key order) at VG's size in a few minutes of one core, with the shape of the real thing that a
+and key order) at VG's size in about a minute of one core, with the shape of the real thing that a
 parser feels: ~50 regions, ~35 objects and ~21 relationships per image (VG 1.4: 2.3M
 relationships), phrases of 2-9 words (~700 MB of regions, ~520 MB of objects and ~750 MB of
 relationships at full size), ids beyond 2**32 on some regions and relationships, and the JSON a
@@ -42,7 +42,8 @@ from fcdata.outputs import atomic_output, open_atomically, write_json_atomically
 
 VG_IMAGES = 108_077  # images in VG 1.2 / 1.4
 REPORT_FILE = "scale_report.json"
-VG_RELATIONSHIPS_PER_IMAGE = 2_316_104 / VG_IMAGES  # VG 1.4's relationships.json: ~21.4 per image
+# VG 1.4's relationships.json: ~2.3M relationships (2,316,104 by the count used here), ~21.4 per image.
+VG_RELATIONSHIPS_PER_IMAGE = 2_316_104 / VG_IMAGES
 _URL = "https://cs.stanford.edu/people/rak248/VG_100K_2/"
 _CHUNK_IMAGES = 2000  # images formatted per write: large enough to amortise, small enough for memory
 _ADJECTIVES = (
