@@ -8,7 +8,13 @@ model (`focus`), whole-image retrieval and zero-shot classification of the same 
 all-ones alpha (`focus_whole`), beside the untrained model's whole image and the crop baseline of
 the same pretraining; and the CPU seconds of the fine-tuning + evaluation (this process and its
 loader workers). Rows go to WORK/rows.jsonl as they finish (an arm already there is not rerun),
-and `--record` writes every row of WORK to benchmarks/results/<date>-recipe-sweep.json.
+and `--record` writes every row of WORK to benchmarks/results/<date>-recipe-sweep.json (rows
+already recorded there under other names are kept, beside the machine they were measured on).
+
+The demo's val split is 61 images, 305 regions: one standard error of an accuracy is ~0.025, the
+size of the differences the arms are after. `--holdout N` also evaluates every arm (and each
+pretraining's baselines) on N more images that no run trains on: a second generated dataset
+(seed + HOLDOUT_SEED_OFFSET, the same generator and quirks), all of it sharded as one split.
 
     python -m fcbench.recipe_sweep --work runs/sweep --arms demo,alpha_lr_100 --record
 """
@@ -74,6 +80,7 @@ ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "pre_full_128": ("crops+full@128", ()),
 }
 
+HOLDOUT_SEED_OFFSET = 1000  # the holdout dataset's synthesis seed, apart from the demo's
 EVAL_ROWS = ("focus", "focus_whole")  # the trained model's rows
 BASELINE_ROWS = ("untrained", "whole_image", "crop")  # the pretrained tiny model's: once per pretraining
 
@@ -85,8 +92,8 @@ def cpu_seconds() -> float:
 
 
 class Sweep:
-    def __init__(self, work: Path, options: DemoOptions):
-        self.work, self.options = work, options
+    def __init__(self, work: Path, options: DemoOptions, holdout_images: int = 0):
+        self.work, self.options, self.holdout_images = work, options, holdout_images
         self.rows_file = work / "rows.jsonl"
 
     def rows(self) -> list[dict]:
@@ -119,6 +126,57 @@ class Sweep:
             "cpu_s": round(cpu_seconds() - start, 1), "wall_s": round(time.perf_counter() - wall, 1),
         })
 
+    @property
+    def holdout_dir(self) -> Path:
+        return self.work / "holdout"
+
+    def holdout_data(self) -> dict:
+        """The holdout images (module doc), generated and sharded once, every image in "train"
+        (val_fraction 0): the split name is only where the evaluation reads them from."""
+        if done := self._done("data", "holdout"):
+            return done
+        from fcdata.options import ShardOptions, SynthOptions
+        from fcdata.shard import shard_vg
+        from fcdata.synth import generate_vg
+        from fcdata.synth_coco import INSTANCES_FILE
+
+        start, wall = cpu_seconds(), time.perf_counter()
+        vg_root = self.holdout_dir / "vg"
+        seed = self.options.seed + HOLDOUT_SEED_OFFSET
+        synth = generate_vg(vg_root, SynthOptions(num_images=self.holdout_images, seed=seed, quirks=True, workers=self.options.workers))
+        shard_options = ShardOptions(shard_samples=64, val_fraction=0.0, workers=self.options.workers, coco_instances=(str(vg_root / INSTANCES_FILE),))
+        shard_vg(vg_root, self.holdout_dir / "shards", shard_options)
+        return self._add({
+            "kind": "data", "name": "holdout", "images": synth.images_written, "seed": seed,
+            "cpu_s": round(cpu_seconds() - start, 1), "wall_s": round(time.perf_counter() - wall, 1),
+        })
+
+    def _eval_options(self, methods: tuple[str, ...], holdout: bool) -> EvalOptions:
+        if holdout:
+            return EvalOptions(shards=str(self.holdout_dir / "shards"), split="train", max_images=self.holdout_images, methods=methods)
+        return EvalOptions(shards=str(self.shard_dir), max_images=self.options.eval_images, methods=methods)
+
+    def holdout(self, name: str, kind: str) -> dict:
+        """The holdout rows of an arm (its saved run) or a pretraining (its baselines)."""
+        if done := self._done(f"holdout_{kind}", name):
+            return done
+        import torch
+
+        from fctrain.evaluation.regions import evaluate
+
+        self.holdout_data()
+        start = cpu_seconds()
+        if kind == "arm":
+            from fctrain.checkpoint import load_trained
+
+            model, tokenizer, _ = load_trained(self.work / "runs" / name)
+            methods = EVAL_ROWS
+        else:
+            model, tokenizer = self._base_model(name, self.pretrain(name)["image_size"])
+            methods = BASELINE_ROWS
+        results = evaluate(model, tokenizer, self._eval_options(methods, holdout=True), torch.device("cpu")).results
+        return self._add({"kind": f"holdout_{kind}", "name": name, "cpu_s": round(cpu_seconds() - start, 1), "results": results})
+
     def tiny_dir(self, pretraining: str) -> Path:
         return self.work / f"pretrain-{pretraining}" / "tiny-model"
 
@@ -147,16 +205,19 @@ class Sweep:
             "cpu_s": round(cpu, 1), "wall_s": round(elapsed, 1), "results": results,
         })
 
+    def _base_model(self, pretraining: str, size: int):
+        from fctrain.config import LoraConfig, ModelConfig
+        from fctrain.model import build_model
+
+        return build_model(ModelConfig(name_or_path=str(self.tiny_dir(pretraining)), image_size=size), LoraConfig(), None)
+
     def _evaluate_base(self, pretraining: str, size: int) -> dict:
         import torch
 
-        from fctrain.config import LoraConfig, ModelConfig
         from fctrain.evaluation.regions import evaluate
-        from fctrain.model import build_model
 
-        model, tokenizer = build_model(ModelConfig(name_or_path=str(self.tiny_dir(pretraining)), image_size=size), LoraConfig(), None)
-        options = EvalOptions(shards=str(self.shard_dir), max_images=self.options.eval_images, methods=BASELINE_ROWS)
-        return evaluate(model, tokenizer, options, torch.device("cpu")).results
+        model, tokenizer = self._base_model(pretraining, size)
+        return evaluate(model, tokenizer, self._eval_options(BASELINE_ROWS, holdout=False), torch.device("cpu")).results
 
     def arm(self, name: str) -> dict:
         """Fine-tune from the arm's pretrained tiny CLIP and evaluate. NAME@SEED runs arm NAME with
@@ -185,8 +246,7 @@ class Sweep:
             raise SystemExit(f"arm {name}: stopped by signal {result.stopped_by} at step {result.step}")
         train_cpu = cpu_seconds() - start
         model, tokenizer, _ = load_trained(config.run.out_dir)
-        eval_options = EvalOptions(shards=str(self.shard_dir), max_images=self.options.eval_images, methods=EVAL_ROWS)
-        results = evaluate(model, tokenizer, eval_options, torch.device("cpu")).results
+        results = evaluate(model, tokenizer, self._eval_options(EVAL_ROWS, holdout=False), torch.device("cpu")).results
         return self._add({
             "kind": "arm", "name": name, "pretraining": pretraining, "overrides": list(overrides[3:]), "seed": options.seed,
             "last_loss": result.metrics.get("loss"), "val_loss": result.metrics.get("val_loss"),
@@ -204,20 +264,60 @@ SUMMARY_KEYS = {  # table column -> (row, metric)
 }
 
 
-def summary(row: dict) -> dict:
-    results = row["results"]
-    return {column: round(results[method][metric], 3) for column, (method, metric) in SUMMARY_KEYS.items()}
+HOLDOUT_KEYS = {  # holdout table column -> (row, metric)
+    "hold box": ("focus", "box_accuracy"), "hold phr@1": ("focus", "phrase_r1"),
+    "hold crop box": ("crop", "box_accuracy"), "hold crop phr@1": ("crop", "phrase_r1"),
+}
+
+
+def summary(row: dict, holdout: dict | None = None) -> dict:
+    """An arm's table values; `holdout` is the arm's and its pretraining's holdout results merged."""
+    values = {column: round(row["results"][method][metric], 3) for column, (method, metric) in SUMMARY_KEYS.items()}
+    if holdout:
+        values.update({column: round(holdout[method][metric], 3) for column, (method, metric) in HOLDOUT_KEYS.items()})
+    return values
+
+
+def holdout_results(rows: list[dict], arm: dict) -> dict | None:
+    found = {(r["kind"], r["name"]): r["results"] for r in rows if r["kind"].startswith("holdout_")}
+    mine, base = found.get(("holdout_arm", arm["name"])), found.get(("holdout_pretrain", arm["pretraining"]))
+    return merged_holdout(mine, base) if mine and base else None
+
+
+def merged_holdout(arm: dict, pretraining: dict) -> dict:
+    """The trained model's rows from the arm's holdout results, the baselines from its pretraining's."""
+    return {**{m: arm[m] for m in EVAL_ROWS}, **{m: pretraining[m] for m in BASELINE_ROWS}}
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """The arms as a Markdown table, in the order they ran."""
+    """The arms as a Markdown table, in the order they ran; holdout columns when any arm has them."""
     arms = [r for r in rows if r["kind"] == "arm"]
-    header = ["arm", "pretraining", *SUMMARY_KEYS, "CPU s"]
+    holdouts = [holdout_results(rows, r) for r in arms]
+    columns = [*SUMMARY_KEYS, *(HOLDOUT_KEYS if any(holdouts) else ())]
+    header = ["arm", "pretraining", *columns, "CPU s"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for row in arms:
-        values = summary(row)
-        lines.append("| " + " | ".join([row["name"], row["pretraining"], *(f"{values[k]:.3f}" for k in SUMMARY_KEYS), f"{row['cpu_s']:.0f}"]) + " |")
+    for row, holdout in zip(arms, holdouts):
+        values = summary(row, holdout)
+        cells = [f"{values[k]:.3f}" if k in values else "" for k in columns]
+        lines.append("| " + " | ".join([row["name"], row["pretraining"], *cells, f"{row['cpu_s']:.0f}"]) + " |")
     return "\n".join(lines)
+
+
+def record(rows: list[dict], path: Path) -> None:
+    """Write WORK's rows to `path`; the rows already there under names WORK does not have stay, in
+    "earlier" with the machine they were measured on (a work folder is not kept between sessions)."""
+    earlier = []
+    if path.is_file():
+        before = json.loads(path.read_text())
+        ours = {(r["kind"], r["name"]) for r in rows}
+        for block in [{"machine": before["machine"], "rows": before["rows"]}, *before.get("earlier", [])]:
+            kept = [r for r in block["rows"] if (r["kind"], r["name"]) not in ours]
+            if kept:
+                earlier.append({"machine": block["machine"], "rows": kept})
+    payload = {"machine": machine_info(), "rows": rows, **({"earlier": earlier} if earlier else {})}
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    temporary.replace(path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -227,6 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=DemoOptions.images)
     parser.add_argument("--steps", type=int, default=DemoOptions.steps)
     parser.add_argument("--pretrain-steps", type=int, default=DemoOptions.pretrain_steps)
+    parser.add_argument("--holdout", type=int, default=0, help="also evaluate on this many images no run trains on (module doc)")
     parser.add_argument("--record", action="store_true", help="write every row of WORK to benchmarks/results/")
     parser.add_argument("--table", action="store_true", help="print every arm of WORK as a Markdown table, run nothing")
     args = parser.parse_args(argv)
@@ -235,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown arm {unknown[0]!r}")
     options = DemoOptions(out_dir=args.work / "demo", images=args.images, steps=args.steps, pretrain_steps=args.pretrain_steps)
-    sweep = Sweep(args.work, options)
+    sweep = Sweep(args.work, options, args.holdout)
     if args.table:
         print(markdown_table(sweep.rows()))
         return
@@ -243,11 +344,14 @@ def main(argv: list[str] | None = None) -> None:
     with one_torch_thread():  # as fc demo trains and evaluates
         for name in names:
             row = sweep.arm(name)
-            emit({"arm": name, **summary(row), "cpu_s": row["cpu_s"]})
+            holdout = None
+            if args.holdout:
+                holdout = merged_holdout(sweep.holdout(name, "arm")["results"], sweep.holdout(row["pretraining"], "pretrain")["results"])
+            emit({"arm": name, **summary(row, holdout), "cpu_s": row["cpu_s"]})
     if args.record:
         path = RESULTS_DIR / f"{time.strftime('%Y-%m-%d')}-recipe-sweep.json"
         rows = sweep.rows()
-        path.write_text(json.dumps({"machine": machine_info(), "rows": rows}, indent=1, sort_keys=True) + "\n")
+        record(rows, path)
         print(f"recorded {len(rows)} rows in {path}")
 
 
