@@ -76,6 +76,21 @@ ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "og_pre_full_steps_600": ("crops+full", (OBJECT_GUIDED, "run.steps=600")),
     "og_steps_600": ("crops", (OBJECT_GUIDED, "run.steps=600")),
     "og_alpha_lr_20": ("crops", (OBJECT_GUIDED, "optim.alpha_lr_multiplier=20")),
+    # object_guided on the demo's pretraining: its paths' learning rate (alpha_lr_multiplier is
+    # theirs in that architecture), views per image (same-image negatives are box selection's task).
+    "og_pf_alpha_lr_1": ("crops+full", (OBJECT_GUIDED, "optim.alpha_lr_multiplier=1")),
+    "og_pf_alpha_lr_20": ("crops+full", (OBJECT_GUIDED, "optim.alpha_lr_multiplier=20")),
+    "og_pf_views_4": ("crops+full", (OBJECT_GUIDED, "data.regions_per_image=4")),
+    "og_pf_views_8": ("crops+full", (OBJECT_GUIDED, "data.regions_per_image=8")),
+    "og_pf_views_4_steps_600": ("crops+full", (OBJECT_GUIDED, "data.regions_per_image=4", "run.steps=600")),
+    "og_pf_crop_scale_0.1": ("crops+full", (OBJECT_GUIDED, "data.crop_scale=[0.1, 1.0]")),
+    "og_pf_crop_scale_0.8": ("crops+full", (OBJECT_GUIDED, "data.crop_scale=[0.8, 1.0]")),
+    "og_pf_lr_1e-3": ("crops+full", (OBJECT_GUIDED, "optim.lr=1e-3")),
+    "og_pf_logit_scale_100": ("crops+full", (OBJECT_GUIDED, "loss.logit_scale=100")),
+    "og_pf_label_smoothing_0.1": ("crops+full", (OBJECT_GUIDED, "loss.label_smoothing=0.1")),
+    # The demo's object-guided recipe (fctrain.demo.DEMO_OBJECT_GUIDED_RECIPE, 600 steps) and a variant.
+    "og_pf_ls100_steps_600": ("crops+full", (OBJECT_GUIDED, "loss.logit_scale=100", "run.steps=600")),
+    "og_pf_ls100_alpha_lr_20_steps_600": ("crops+full", (OBJECT_GUIDED, "loss.logit_scale=100", "optim.alpha_lr_multiplier=20", "run.steps=600")),
     "pre_full_96": ("crops+full@96", ()),
     "pre_full_128": ("crops+full@128", ()),
 }

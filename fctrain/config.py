@@ -250,12 +250,13 @@ def _toml_value(value) -> str:
 class DemoOptions:
     out_dir: Path = Path("fc-demo")  # everything goes below this folder
     images: int = 600  # generated images (VG quirks planted among them)
-    steps: int = 300  # LoRA + alpha fine-tuning steps
+    steps: int = 300  # LoRA + alpha-conv fine-tuning steps
+    object_guided_steps: int = 600  # the object-guided fine-tuning's steps (its recipe: fctrain.demo)
     pretrain_steps: int = 300  # the tiny model's CLIP pretraining steps
     eval_images: int = 100  # validation images evaluated
     seed: int = 0  # data and model seed
     workers: int = 0  # processes for generating, sharding and loading, 0 = all cores
-    object_guided: bool = True  # also fine-tune the object_guided architecture (same tiny CLIP) and add its rows
+    object_guided: bool = True  # also fine-tune the object_guided architecture (same tiny CLIP), add its rows, export it
 
 
 # The rows of `fc eval`: the fine-tuned model, CLIP itself, and training-free prompts (fctrain.prompts).

@@ -29,6 +29,10 @@ from fctrain.evaluation.relations import RelationEvalOptions, evaluate_relations
 from fctrain.train import TrainProgress, TrainResult, train
 
 
+# The object-guided fine-tuning's settings on top of demo_train_config (DemoOptions.object_guided_steps
+# steps): measured in benchmarks/results/2026-12-02-recipe-sweep.md.
+DEMO_OBJECT_GUIDED_RECIPE: tuple[str, ...] = ("loss.logit_scale=100",)
+
 # Share of the fine-tuning's views that are relation views. Off: measured on this demo (300 steps,
 # seed 0, the recipe before tiny_pretrain_full_images), 0.25 and 0.5 gave relation swap accuracy 0.42 and 0.44 (below chance; subject alpha
 # 0.44, 0.48) and box selection 0.485 and 0.479 (0.50-0.52 without): the tiny CLIP's frozen text
@@ -42,9 +46,16 @@ class DemoResult:
     shard_dir: Path
     synth: SynthReport
     shards: ShardSummary
-    training: TrainResult
+    training: TrainResult  # the alpha-conv fine-tuning (its run folder holds the tiny CLIP)
     evaluation: EvalReport
     relations: dict  # fctrain.evaluation.relations.evaluate_relations' report
+    object_guided: TrainResult | None = None  # the object-guided fine-tuning, when it ran
+
+    @property
+    def exported_run(self) -> Path:
+        """The run the demo exports: the object-guided one when it ran (its box and phrase selection
+        lead the table), else the alpha-conv one."""
+        return (self.object_guided or self.training).run_dir
 
 
 def demo_train_config(options: DemoOptions, shard_dir: Path, *overrides: str) -> TrainConfig:
@@ -93,8 +104,9 @@ def run_demo(
         model, tokenizer, _ = load_trained(config.run.out_dir)
         eval_options = EvalOptions(shards=str(shard_dir), max_images=options.eval_images)
         report = evaluate(model, tokenizer, eval_options, model.logit_scale.device, eval_progress)
+        guided_training = None
         if options.object_guided:
-            guided = _object_guided_rows(options, shard_dir, config, eval_options, train_progress)
+            guided_training, guided = _object_guided_rows(options, shard_dir, config, eval_options, train_progress)
             rows = list(report.results.items())
             after = 1 + max(i for i, (method, _) in enumerate(rows) if method.startswith("focus"))  # beside the focus rows
             report.results = dict(rows[:after] + list(guided.items()) + rows[after:])
@@ -104,7 +116,7 @@ def run_demo(
             shards=str(shard_dir), max_images=options.eval_images, object_weight=config.data.relation_weights[1]
         )
         relations = evaluate_relations(model, tokenizer, relation_options)
-    return DemoResult(vg_root, shard_dir, synth, shards, training, report, relations)
+    return DemoResult(vg_root, shard_dir, synth, shards, training, report, relations, guided_training)
 
 
 @contextmanager
@@ -121,19 +133,22 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _object_guided_rows(options: DemoOptions, shard_dir: Path, first: TrainConfig, eval_options: EvalOptions, progress) -> dict:
+def _object_guided_rows(
+    options: DemoOptions, shard_dir: Path, first: TrainConfig, eval_options: EvalOptions, progress,
+) -> tuple[TrainResult, dict]:
     """The focus and focus_whole rows of the object_guided architecture (as focus_object_guided,
     focus_whole_object_guided), fine-tuned from the first run's tiny CLIP (its pretraining is not
-    repeated) with the same recipe, in OUT/run-object-guided."""
+    repeated) with the demo's recipe and DEMO_OBJECT_GUIDED_RECIPE, in OUT/run-object-guided."""
     from fctrain.checkpoint import load_trained
 
     tiny = Path(first.run.out_dir) / "tiny-model"
+    steps = options.object_guided_steps
     config = demo_train_config(
         options, shard_dir, f'run.out_dir="{options.out_dir / "run-object-guided"}"', f'model.name_or_path="{tiny}"',
-        'model.architecture="object_guided"',
+        'model.architecture="object_guided"', f"run.steps={steps}", f"checkpoint.every_steps={steps}", *DEMO_OBJECT_GUIDED_RECIPE,
     )
-    train(config, progress, overwrite=True)
+    training = train(config, progress, overwrite=True)
     model, tokenizer, _ = load_trained(config.run.out_dir)
     methods = ("focus", "focus_whole")
     results = evaluate(model, tokenizer, dataclasses.replace(eval_options, methods=methods), model.logit_scale.device).results
-    return {f"{method}_object_guided": results[method] for method in methods}
+    return training, {f"{method}_object_guided": results[method] for method in methods}

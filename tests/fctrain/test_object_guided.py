@@ -241,11 +241,12 @@ def test_train_resume_and_eval_with_the_object_guided_architecture(shard_dir, tm
 @pytest.mark.slow
 def test_demo_adds_the_object_guided_rows(tmp_path):
     """fc demo (--object-guided, the default) fine-tunes the second architecture from the same tiny
-    CLIP and its focus and whole-image rows join the table beside the focus rows, titled as object-guided."""
+    CLIP for its own number of steps, its focus and whole-image rows join the table beside the focus
+    rows, titled as object-guided, and it is the run the demo exports."""
     from fctrain.config import DemoOptions
     from fctrain.demo import run_demo
 
-    result = run_demo(DemoOptions(out_dir=tmp_path, images=40, steps=4, pretrain_steps=4, eval_images=4, workers=1, object_guided=True))
+    result = run_demo(DemoOptions(out_dir=tmp_path, images=40, steps=4, object_guided_steps=6, pretrain_steps=4, eval_images=4, workers=1, object_guided=True))
     rows = result.evaluation.results
     assert {"focus", "focus_object_guided", "focus_whole_object_guided", "whole_image"} <= set(rows)
     assert 0 <= rows["focus_object_guided"]["box_accuracy"] <= 1
@@ -253,7 +254,9 @@ def test_demo_adds_the_object_guided_rows(tmp_path):
     assert result.evaluation.title("focus_whole_object_guided") == "Obj-guided (whole)"
     order = list(rows)
     assert order.index("focus_whole_object_guided") == order.index("focus_object_guided") + 1 < order.index("untrained")  # beside the focus rows
-    assert (tmp_path / "run-object-guided" / "checkpoints" / "step-0000004" / GUIDE_WEIGHTS).is_file()
+    assert (tmp_path / "run-object-guided" / "checkpoints" / "step-0000006" / GUIDE_WEIGHTS).is_file()
+    assert result.training.step == 4 and result.object_guided.step == 6
+    assert result.exported_run == tmp_path / "run-object-guided"
     assert not (tmp_path / "run-object-guided" / "tiny-model").exists()  # the first run's pretrained CLIP, reused
 
 
