@@ -1,6 +1,7 @@
 """The quick start on an embedded default, offline: generate a Visual-Genome-format dataset (with
-VG's quirks planted), shard it, create and pretrain a tiny CLIP, fine-tune it with LoRA and the
-alpha channel, evaluate it beside the training-free baselines, draw pictures, export the model.
+VG's quirks planted), shard it, create and pretrain a tiny CLIP, fine-tune it with LoRA twice (as
+Object-Guided CLIP, the exported model, and with Alpha-CLIP's alpha conv), evaluate both beside
+the training-free baselines, draw pictures, export the model.
 The generated scenes plant spatial relations ("circle left of square"): the evaluation adds
 relation selection and swap accuracy (fctrain.evaluation.relations), and DEMO_RELATION_RATIO says
 whether the fine-tuning mixes relation views in.
@@ -29,8 +30,10 @@ from fctrain.evaluation.relations import RelationEvalOptions, evaluate_relations
 from fctrain.train import TrainProgress, TrainResult, train
 
 
-# The object-guided fine-tuning's settings on top of demo_train_config (DemoOptions.object_guided_steps
-# steps): measured in benchmarks/results/2026-12-02-recipe-sweep.md.
+# The object-guided fine-tuning's settings on top of demo_train_config, for DemoOptions.object_guided_steps
+# (600) steps. Seed 0: box / phrase selection 0.875 / 0.849 (crop 0.875 / 0.852), against 0.839 / 0.797
+# at 300 steps with the tiny CLIP's own temperature (~14: too soft to tell an image's regions apart);
+# 100 alone gave 0.849 / 0.810 at 300 (benchmarks/results/2026-12-02-recipe-sweep.md).
 DEMO_OBJECT_GUIDED_RECIPE: tuple[str, ...] = ("loss.logit_scale=100",)
 
 # Share of the fine-tuning's views that are relation views. Off: measured on this demo (300 steps,
