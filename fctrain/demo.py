@@ -32,7 +32,7 @@ from fctrain.train import TrainProgress, TrainResult, train
 
 # The object-guided fine-tuning's settings on top of demo_train_config, for DemoOptions.object_guided_steps
 # (600) steps. Seed 0: box / phrase selection 0.875 / 0.849 (crop 0.875 / 0.852), against 0.839 / 0.797
-# at 300 steps with the tiny CLIP's own temperature (~14: too soft to tell an image's regions apart);
+# at 300 steps with the tiny CLIP's own temperature (13.6 after its pretraining);
 # 100 alone gave 0.849 / 0.810 at 300 (benchmarks/results/2026-12-02-recipe-sweep.md).
 DEMO_OBJECT_GUIDED_RECIPE: tuple[str, ...] = ("loss.logit_scale=100",)
 
