@@ -90,6 +90,7 @@ ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "og_pf_label_smoothing_0.1": ("crops+full", (OBJECT_GUIDED, "loss.label_smoothing=0.1")),
     # The demo's object-guided recipe (fctrain.demo.DEMO_OBJECT_GUIDED_RECIPE, 600 steps) and a variant.
     "og_pf_ls100_steps_600": ("crops+full", (OBJECT_GUIDED, "loss.logit_scale=100", "run.steps=600")),
+    "og_pf_ls100_alpha_lr_20": ("crops+full", (OBJECT_GUIDED, "loss.logit_scale=100", "optim.alpha_lr_multiplier=20")),
     "og_pf_ls100_alpha_lr_20_steps_600": ("crops+full", (OBJECT_GUIDED, "loss.logit_scale=100", "optim.alpha_lr_multiplier=20", "run.steps=600")),
     "pre_full_96": ("crops+full@96", ()),
     "pre_full_128": ("crops+full@128", ()),
