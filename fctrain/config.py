@@ -41,7 +41,7 @@ class ModelConfig:
     attn_implementation: str = "sdpa"  # "sdpa" or "eager"
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
     compile: bool = False  # torch.compile the vision tower
-    text_cache: bool = True  # cache caption embeddings of the frozen text tower by caption
+    text_cache: bool = True  # cache caption embeddings of the frozen text tower by caption (not with lora.text_targets)
     text_cache_entries: int = 2_000_000  # LRU bound: ~2 KB each in fp32 at width 512 (VG: ~4M distinct phrases)
     tiny_pretrain_steps: int = 300  # "tiny" only: CLIP-style pretraining on region crops when it is created
     tiny_pretrain_full_images: float = 0.0  # "tiny" only: share of pretraining images also seen whole, with a region's caption
@@ -63,12 +63,15 @@ class LoraConfig:
     alpha: float = 16.0  # LoRA scaling numerator (update scaled by alpha / rank)
     dropout: float = 0.0  # dropout on the LoRA input
     targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")  # vision-block linears
+    # Text-block linears with LoRA too (NegCLIP-style: word order can matter); () = frozen text tower.
+    text_targets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        self.targets = tuple(self.targets)
-        unknown = sorted(set(self.targets) - set(LORA_TARGETS))
-        if unknown:
-            raise UserError(f"lora.targets: unknown {unknown}; choose from {list(LORA_TARGETS)}")
+        self.targets, self.text_targets = tuple(self.targets), tuple(self.text_targets)
+        for name, targets in (("targets", self.targets), ("text_targets", self.text_targets)):
+            unknown = sorted(set(targets) - set(LORA_TARGETS))
+            if unknown:
+                raise UserError(f"lora.{name}: unknown {unknown}; choose from {list(LORA_TARGETS)}")
         if self.rank < 1:
             raise UserError("lora.rank must be >= 1")
         if not self.targets:

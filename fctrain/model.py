@@ -226,7 +226,7 @@ class RGBAClip(nn.Module):
 
     def _attach(self, clip: CLIPModel) -> None:
         self.clip = clip
-        # The text tower never trains in this recipe (its embeddings are cached).
+        # The text tower trains only through LoRA (lora.text_targets); frozen, its embeddings are cached.
         clip.text_model.requires_grad_(False)
         clip.text_projection.requires_grad_(False)
         self._vision_forward = type(self).vision_forward
@@ -280,7 +280,7 @@ class RGBAClip(nn.Module):
         return self.encode_image(pixel_values, alpha)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """B x L token ids (padded) -> B x D projected features of the frozen text tower."""
+        """B x L token ids (padded) -> B x D projected features of the text tower (with any text LoRA)."""
         clip = self.base_clip
         pooled = clip.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
         return clip.text_projection(pooled)
@@ -309,29 +309,43 @@ def vision_lora_pattern(targets: Sequence[str]) -> str:
 
     The text tower has modules with the same names, so bare names would put LoRA there too.
     """
-    names = "|".join(f"{_SUBMODULE[t]}\\.{t}" for t in targets)
-    return rf".*vision_model\.encoder\.layers\.\d+\.({names})"
+    return lora_pattern(targets, ())
+
+
+def lora_pattern(targets: Sequence[str], text_targets: Sequence[str]) -> str:
+    """peft target regex for `targets` of every vision block and `text_targets` of every text block."""
+    towers = [(tower, names) for tower, names in (("vision_model", targets), ("text_model", text_targets)) if names]
+    blocks = []
+    for tower, names in towers:
+        linears = "|".join(f"{_SUBMODULE[t]}\\.{t}" for t in names)
+        blocks.append(rf"{tower}\.encoder\.layers\.\d+\.({linears})")
+    return rf".*({'|'.join(blocks)})" if len(blocks) > 1 else rf".*{blocks[0]}"
 
 
 def apply_lora(model: RGBAClip, lora: LoraConfig, train_logit_scale: bool = False) -> RGBAClip:
-    """Put LoRA on `lora.targets` of every vision block and freeze everything but LoRA and the mask
-    module (and the logit scale if `train_logit_scale`). `model.clip` becomes the peft model."""
+    """Put LoRA on `lora.targets` of every vision block (and `lora.text_targets` of every text block)
+    and freeze everything but LoRA and the mask module (and the logit scale if `train_logit_scale`).
+    `model.clip` becomes the peft model."""
     if model.peft_model is not None:
         raise ValueError("LoRA is already applied to this model")
     config = PeftLoraConfig(
         r=lora.rank,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=vision_lora_pattern(lora.targets),
+        target_modules=lora_pattern(lora.targets, lora.text_targets),
         bias="none",
     )
     with _quiet_peft():
         model.clip = get_peft_model(model.clip, config)  # freezes every base weight
     _freeze_all_but_trainable(model, train_logit_scale)
-    layers = model.base_clip.config.vision_config.num_hidden_layers
-    wrapped = sum(isinstance(m, LoraLayer) for m in model.base_clip.vision_model.modules())
-    if wrapped != layers * len(lora.targets):  # the pattern missed: a transformers renaming, say
-        raise RuntimeError(f"LoRA wrapped {wrapped} modules, expected {layers} layers x {len(lora.targets)} targets")
+    clip = model.base_clip
+    for tower, targets, layers in (
+        (clip.vision_model, lora.targets, clip.config.vision_config.num_hidden_layers),
+        (clip.text_model, lora.text_targets, clip.config.text_config.num_hidden_layers),
+    ):
+        wrapped = sum(isinstance(m, LoraLayer) for m in tower.modules())
+        if wrapped != layers * len(targets):  # the pattern missed: a transformers renaming, say
+            raise RuntimeError(f"LoRA wrapped {wrapped} modules, expected {layers} layers x {len(targets)} targets")
     return model
 
 

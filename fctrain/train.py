@@ -264,7 +264,10 @@ class _Loop:
         self.model, self.trained, self.tokenizer, self.state = parts.model, parts.trained, parts.tokenizer, parts.state
         self.optimizer, self.scheduler, self.scaler = parts.optimizer, parts.scheduler, parts.scaler
         self.run_dir = Path(config.run.out_dir)
-        self.text_cache = TextEmbeddingCache(config.model.text_cache_entries) if config.model.text_cache else None
+        # Cached embeddings are the frozen text tower's: a tower that trains (lora.text_targets) is run every step.
+        self.text_trains = bool(config.lora.text_targets)
+        cached = config.model.text_cache and not self.text_trains
+        self.text_cache = TextEmbeddingCache(config.model.text_cache_entries) if cached else None
         images = count_samples(shards)
         per_step = config.data.images_per_batch * runtime.world * config.optim.grad_accum
         self.batches_per_epoch = max(1, math.ceil(images / per_step)) * config.optim.grad_accum
@@ -334,7 +337,7 @@ class _Loop:
             host = (host.input_ids, host.attention_mask)
         if self.text_cache is not None:
             return self.text_cache.embed_tokens(*host, self.model, self.runtime.device)
-        with torch.no_grad():
+        with nullcontext() if self.text_trains else torch.no_grad():
             if self.tokenizer.padding_side == "right":  # the mask-free path: no device sync (fctrain.model)
                 return encode_right_padded(self.model, device[0])
             return self.model.encode_text(*device)

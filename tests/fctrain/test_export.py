@@ -67,6 +67,35 @@ def test_export_then_load_gives_the_training_models_embeddings(trained, exported
     assert_same(scores, model.logit_scale.exp().detach() * image @ text.T)
 
 
+def test_an_export_carries_the_text_adapters(trained, tmp_path):
+    """With LoRA on the text tower too, the export (LoRA folded into both towers) gives the trained
+    model's text features, not the frozen tower's."""
+    from fctrain.config import LoraConfig
+    from fctrain.model import apply_lora, wrap_clip
+
+    model, tokenizer = trained
+    lora = LoraConfig(rank=4, alpha=8.0, text_targets=("q_proj", "v_proj", "out_proj"))
+    torch.manual_seed(0)
+    texted = apply_lora(wrap_clip(copy_of_base(model)), lora).eval()
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, param in texted.named_parameters():
+            if "lora_B" in name:
+                param.copy_(0.05 * torch.randn(param.shape, generator=generator))
+    images, alphas = samples()
+    _, text = training_model_features(texted, tokenizer, images, alphas)
+    _, frozen = training_model_features(model, tokenizer, images, alphas)
+    loaded = FocusClip.load(export_model(texted, tokenizer, tmp_path / "focus", image_size=SIZE))
+    assert_same(loaded.encode_text(TEXTS), text)
+    assert_different(text, frozen)
+
+
+def copy_of_base(model: RGBAClip) -> CLIPModel:
+    import copy
+
+    return copy.deepcopy(model.peft_model).unload()
+
+
 def test_export_is_standalone_without_peft_files(exported):
     """The export is plain transformers + two Focus-CLIP files: no adapters, no LoRA keys, metadata complete."""
     names = {p.name for p in exported.iterdir()}

@@ -249,6 +249,39 @@ def test_only_lora_and_alpha_train_and_get_gradients(tiny_dir):
     assert not model.logit_scale.requires_grad
 
 
+def test_text_lora_trains_the_text_tower_through_lora_only(tiny_dir):
+    """lora.text_targets puts LoRA on every text block's named linears; only LoRA (both towers) and
+    the alpha conv train, and the text LoRA gets gradients through the text features."""
+    model, tokenizer = fresh(tiny_dir, LoraConfig(text_targets=("q_proj", "v_proj")))
+    perturb(model)
+    model.train()
+    contrastive_loss(model, tokenizer).backward()
+    layers = model.base_clip.config.text_config.num_hidden_layers
+    assert sum(isinstance(m, LoraLayer) for m in model.base_clip.text_model.modules()) == 2 * layers
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters() if "lora_" in n or n.startswith("alpha_embedding")}
+    text_lora = [n for n in trainable if ".text_model." in n]
+    assert text_lora and all(re.search(r"self_attn\.(q|v)_proj\.lora_", n) for n in text_lora)
+    grads = dict(model.named_parameters())
+    assert all(grads[n].grad is not None and grads[n].grad.abs().sum() > 0 for n in text_lora)
+
+
+def test_text_adapters_round_trip_and_change_text_features(tiny_dir, tmp_path):
+    """Saved text adapters load back onto a fresh model with the same text features, which differ
+    from the frozen tower's."""
+    lora = LoraConfig(rank=4, alpha=8.0, text_targets=("q_proj", "k_proj", "v_proj", "out_proj"))
+    model, tokenizer = fresh(tiny_dir, lora)
+    perturb(model)
+    save_adapters(model, tmp_path / "ckpt")
+    batch = tokenizer(PHRASES[:4], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model.encode_text(batch["input_ids"], batch["attention_mask"])
+        frozen = fresh(tiny_dir)[0].encode_text(batch["input_ids"], batch["attention_mask"])
+        loaded = load_adapters(fresh(tiny_dir, lora, seed=5)[0], tmp_path / "ckpt").eval()
+        assert torch.equal(loaded.encode_text(batch["input_ids"], batch["attention_mask"]), expected)
+    assert_different(expected, frozen)
+
+
 def test_trainable_counts_match_a_manual_count(tiny_dir):
     """parameter_counts/trainable_summary agree with r x (in + out) per wrapped linear plus the alpha conv."""
     width, layers, patch, r = 128, 4, 16, 8

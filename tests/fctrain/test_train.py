@@ -206,6 +206,25 @@ def test_only_lora_and_alpha_weights_change(shard_dir, tmp_path):
     assert any("alpha_embedding" in name for name in changed)
 
 
+def test_text_lora_trains_the_text_adapters_without_the_cache(shard_dir, tmp_path, monkeypatch):
+    """With lora.text_targets the text LoRA weights move too (the caption cache, which would hold
+    stale embeddings of a changing tower, is not used), and nothing but LoRA and the alpha conv."""
+    from fctrain.model import build_model, load_adapters
+
+    def no_cache(*args, **kwargs):
+        raise AssertionError("the text cache was used while the text tower trains")
+
+    monkeypatch.setattr(train_module.TextEmbeddingCache, "embed_tokens", no_cache)
+    config = config_for(shard_dir, tmp_path / "run", 'lora.text_targets=["q_proj", "v_proj"]', "data.relation_ratio=0.5")
+    result = train(config)
+    trained, _ = build_model(config.model, config.lora, result.run_dir / "tiny-model", seed=config.run.seed)
+    fresh, _ = build_model(config.model, config.lora, result.run_dir / "tiny-model", seed=config.run.seed)
+    load_adapters(trained, result.checkpoint)
+    changed = {name for (name, a), (_, b) in zip(trained.named_parameters(), fresh.named_parameters()) if not torch.equal(a, b)}
+    assert all("lora_" in name or "alpha_embedding" in name for name in changed)
+    assert any(".text_model." in name for name in changed) and any(".vision_model." in name for name in changed)
+
+
 def test_config_layers_and_unknown_settings(tmp_path):
     """Defaults < TOML file < --set overrides; unknown keys and sections are one-line errors."""
     path = tmp_path / "train.toml"
