@@ -145,7 +145,9 @@ def _vg_relations(run, checkpoint, shards, max_images, methods, batch_size, out,
 
     check_output_dir(out or run, "--out" if out else "--run")
     model, tokenizer, config = load_trained(run, checkpoint, device)
-    options = RelationEvalOptions(shards=shards or config.data.shards, batch_size=batch_size, **({"max_images": max_images} if max_images else {}))
+    options = RelationEvalOptions(
+        shards=shards or config.data.shards, batch_size=batch_size, weights=tuple(config.data.relation_weights),
+        **({"max_images": max_images} if max_images else {}))
     report = evaluate_relations(model, tokenizer, options, methods or tuple(METHODS))
     Console().print(relations_table(report))
     curve = report["graded_control"]

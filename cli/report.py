@@ -39,7 +39,7 @@ def relations_table(report: dict):
     from rich.table import Table
 
     table = Table(
-        title=f"relations: {report['images']} images, object weight {report['object_weight']:g}",
+        title=f"relations: {report['images']} images, weights (subject, object, background) {', '.join(f'{w:g}' for w in report['weights'])}",
         caption="selection: phrase -> its (subject, object) pair among the image's, swaps included; "
         "swap: the pair against its swap alone (chance 0.5)",
     )

@@ -161,7 +161,7 @@ def graded(subject: np.ndarray, obj: np.ndarray, weights: tuple[float, float, fl
 def negative_texts(relations: SampleRelations, index: int) -> list[str]:
     """The negative captions of relation `index` (see the module docstring), at most NEGATIVE_TEXTS."""
     subject, predicate, obj = relations.subjects[index], relations.predicates[index], relations.objects[index]
-    out = [] if subject.lower() == obj.lower() else [_phrase(obj, predicate, subject)]
+    out = [] if subject.lower() == obj.lower() else [relation_phrase(obj, predicate, subject)]
     held = {
         relations.predicates[k] for k in range(len(relations.phrases))
         if _same_box(relations.subject_boxes[k], relations.subject_boxes[index])
@@ -170,12 +170,12 @@ def negative_texts(relations: SampleRelations, index: int) -> list[str]:
     others = sorted(set(relations.predicates) - held)
     if others:
         # The choice is a function of the relation alone, so it needs no draw from the sample's RNG.
-        out.append(_phrase(subject, others[index % len(others)], obj))
+        out.append(relation_phrase(subject, others[index % len(others)], obj))
     phrase = relations.phrases[index].lower()
     return [text for text in out if text.lower() != phrase][:NEGATIVE_TEXTS]
 
 
-def _phrase(subject: str, predicate: str, obj: str) -> str:
+def relation_phrase(subject: str, predicate: str, obj: str) -> str:
     """A relation phrase as the sharder builds it: "subject predicate object", single-spaced."""
     return " ".join(f"{subject} {predicate} {obj}".split())
 

@@ -116,7 +116,7 @@ def run_demo(
         if eval_progress:
             eval_progress("relations")
         relation_options = RelationEvalOptions(
-            shards=str(shard_dir), max_images=options.eval_images, object_weight=config.data.relation_weights[1]
+            shards=str(shard_dir), max_images=options.eval_images, weights=tuple(config.data.relation_weights)
         )
         relations = evaluate_relations(model, tokenizer, relation_options)
     return DemoResult(vg_root, shard_dir, synth, shards, training, report, relations, guided_training)

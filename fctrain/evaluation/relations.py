@@ -13,7 +13,8 @@ swap of each (object as subject), at most `max_pairs`. Metrics per method:
   (the region phrase whose box is the object box, else its name) as the object's weight goes
   0 -> 1 with the subject at 1; it should rise.
 
-Methods: relation_alpha (the model, graded alpha: subject 1, object `object_weight`),
+Methods: relation_alpha (the model, graded alpha at `weights` = (subject, object, background), as
+the training's data.relation_weights; fc eval takes the run's),
 subject_alpha and union_alpha (the model, a binary alpha on the subject's box or the union box),
 and on the base weights whole_image, union_crop, union_blur.
 """
@@ -29,6 +30,7 @@ from fcdata import guard
 from fcdata.errors import CountingHandler, UserError
 from fcdata.loader import resolve_shards
 from fcdata.reader import decode_sample
+from fcdata.relation_views import relation_phrase
 from fcdata.relations import DEFAULT_WEIGHTS, relation_alpha
 from fctrain.evaluation.methods import GEOMETRIES, Region, Tower
 from fctrain.evaluation.scoring import box_iou, text_features, tie_aware_hit
@@ -52,14 +54,14 @@ class RelationEvalOptions:
     split: str = "val"  # which split's shards to take from a folder
     max_images: int = 200  # images evaluated (those with at least one relation)
     max_pairs: int = 16  # candidate pairs per image, swaps included
-    object_weight: float = DEFAULT_WEIGHTS[1]  # the object's alpha in relation_alpha
+    weights: tuple[float, float, float] = (*DEFAULT_WEIGHTS, 0.0)  # relation_alpha's (subject, object, background)
     batch_size: int = 64  # views per forward pass
 
     def __post_init__(self) -> None:
         if self.max_images < 1 or self.max_pairs < 2 or self.batch_size < 1:
             raise UserError("max_images and batch_size must be >= 1, max_pairs >= 2")
-        if not 0.0 <= self.object_weight <= 1.0:
-            raise UserError(f"object_weight must be in [0, 1], got {self.object_weight}")
+        if len(self.weights) != 3 or not all(0.0 <= w <= 1.0 for w in self.weights):
+            raise UserError(f"relation weights must be three values (subject, object, background) in [0, 1], got {self.weights}")
 
 
 @dataclass
@@ -70,6 +72,7 @@ class RelationImage:
     truth: list[int]  # the candidate of each phrase
     swap: list[int]  # the candidate that is its swap
     object_phrases: list[str]  # each relation's object's own phrase
+    inverses: list[str]  # each relation read the other way round ("B p A"), as the training's negative texts
 
 
 def read_relation_images(options: RelationEvalOptions, handler: CountingHandler | None = None) -> list[RelationImage]:
@@ -92,43 +95,51 @@ def read_relation_images(options: RelationEvalOptions, handler: CountingHandler 
     return images
 
 
+def inverse_phrases(options: RelationEvalOptions) -> tuple[list[str], list[str]]:
+    """Every relation phrase of the benchmark's images and its inverse ("B p A"), in order."""
+    images = read_relation_images(options)
+    return [p for image in images for p in image.phrases], [p for image in images for p in image.inverses]
+
+
 def _relation_image(sample, relations: dict, max_pairs: int) -> RelationImage | None:
     pairs: dict[tuple, int] = {}
 
     def candidate(subject, obj) -> int:
         return pairs.setdefault((tuple(subject), tuple(obj)), len(pairs))
 
-    phrases, truth, swap, object_phrases = [], [], [], []
+    phrases, truth, swap, object_phrases, inverses = [], [], [], [], []
     region_boxes = sample.boxes.astype(np.float64).reshape(-1, 4)
-    for phrase, subject, obj, name in zip(relations["phrase"], relations["subject_box"], relations["object_box"], relations["object_name"]):
+    columns = ("phrase", "subject_box", "object_box", "subject_name", "predicate", "object_name")
+    for phrase, subject, obj, subject_name, predicate, name in zip(*(relations[c] for c in columns)):
         if subject == obj or len(pairs) + 2 > max_pairs and (tuple(subject), tuple(obj)) not in pairs:
             continue  # a pair with itself has no swap
         truth.append(candidate(subject, obj))
         swap.append(candidate(obj, subject))
         phrases.append(phrase)
+        inverses.append(relation_phrase(name, predicate, subject_name))
         overlap = box_iou(np.asarray(obj, np.float64), region_boxes) if len(region_boxes) else np.zeros(0)
         object_phrases.append(sample.phrases[int(overlap.argmax())] if len(overlap) and overlap.max() >= 0.9 else name)
     if not phrases:
         return None
     boxes = np.array([[s, o] for s, o in pairs], np.float64).reshape(-1, 2, 4)
-    return RelationImage(sample.image, boxes, phrases, truth, swap, object_phrases)
+    return RelationImage(sample.image, boxes, phrases, truth, swap, object_phrases, inverses)
 
 
-def _regions(image: RelationImage, shows: str, object_weight: float) -> list[Region]:
+def _regions(image: RelationImage, shows: str, weights: tuple[float, float, float]) -> list[Region]:
     height, width = image.image.shape[:2]
     regions = []
     for subject, obj in image.pairs:
         union = (min(subject[0], obj[0]), min(subject[1], obj[1]), max(subject[2], obj[2]), max(subject[3], obj[3]))
         if shows == "graded":
-            alpha = relation_alpha(subject, obj, (1.0, object_weight), shape=(height, width))
+            alpha = np.maximum(relation_alpha(subject, obj, weights[:2], shape=(height, width)), np.float32(weights[2]))
             regions.append(Region(union, np.rint(alpha * 255).astype(np.uint8)))
         else:
             regions.append(Region(tuple(subject) if shows == "subject" else union))
     return regions
 
 
-def _features(tower: Tower, images: list[RelationImage], view: str, shows: str, object_weight: float) -> list[torch.Tensor]:
-    items = [(image.image, _regions(image, shows, object_weight)) for image in images]
+def _features(tower: Tower, images: list[RelationImage], view: str, shows: str, weights: tuple[float, float, float]) -> list[torch.Tensor]:
+    items = [(image.image, _regions(image, shows, weights)) for image in images]
     return [out[view] for out in tower.encode_images(items, (view,), GEOMETRIES["letterbox"])]
 
 
@@ -161,12 +172,12 @@ def evaluate_relations(model: RGBAClip, tokenizer, options: RelationEvalOptions,
     tower = Tower(model, options.batch_size)
     try:
         report = {
-            method: relation_metrics(_features(tower, images, *METHODS[method], options.object_weight), texts, images)
+            method: relation_metrics(_features(tower, images, *METHODS[method], options.weights), texts, images)
             for method in methods
         }
         curve = []
         for weight in GRADED_WEIGHTS:
-            features = _features(tower, images, "alpha_mask", "graded", weight)
+            features = _features(tower, images, "alpha_mask", "graded", (options.weights[0], weight, options.weights[2]))
             similarity = [
                 float((pair_features[image.truth] * object_features).sum(-1).mean())
                 for pair_features, object_features, image in zip(features, object_texts, images)
@@ -178,5 +189,5 @@ def evaluate_relations(model: RGBAClip, tokenizer, options: RelationEvalOptions,
         "methods": report,
         "graded_control": {"weights": list(GRADED_WEIGHTS), "object_similarity": curve},
         "images": len(images),
-        "object_weight": options.object_weight,
+        "weights": list(options.weights),
     }

@@ -6,7 +6,9 @@ from fcdata.options import ShardOptions, SynthOptions
 from fcdata.shard import shard_vg
 from fcdata.synth import generate_vg
 from fctrain.evaluation.methods import Tower
-from fctrain.evaluation.relations import GRADED_WEIGHTS, _features, METHODS, RelationEvalOptions, evaluate_relations, read_relation_images
+from fctrain.evaluation.relations import (
+    GRADED_WEIGHTS, METHODS, RelationEvalOptions, _features, _regions, evaluate_relations, inverse_phrases, read_relation_images,
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def test_union_baselines_sit_at_chance_on_swaps(relation_shards, make_trained_ti
     images = read_relation_images(RelationEvalOptions(split="train", shards=relation_shards, max_images=4))
     tower = Tower(model, 16)
     try:
-        features = _features(tower, images, *METHODS["relation_alpha"], 0.5)
+        features = _features(tower, images, *METHODS["relation_alpha"], (1.0, 0.5, 0.0))
     finally:
         tower.close()
     for pair_features, image in zip(features, images):
@@ -54,6 +56,33 @@ def test_union_baselines_sit_at_chance_on_swaps(relation_shards, make_trained_ti
         # Identical inputs give cosines within ~1e-7 of 1 in float32; this tiny untrained model
         # separates a pair from its swap by ~1e-4 (a trained one by far more).
         assert (cosine < 1 - 1e-5).all()
+
+
+def test_relation_alpha_takes_the_training_weights_background_included(relation_shards):
+    """The evaluated relation view grades subject, object and background as data.relation_weights
+    does in training (fcdata.relation_views.graded), so fc eval can score the run's own weights."""
+    from fcdata.relations import box_mask
+
+    image = read_relation_images(RelationEvalOptions(split="train", shards=relation_shards, max_images=1))[0]
+    height, width = image.image.shape[:2]
+    subject, obj = image.pairs[image.truth[0]]
+    alpha = _regions(image, "graded", (0.9, 0.3, 0.1))[image.truth[0]].mask
+    on_subject, on_object = box_mask(subject, height, width), box_mask(obj, height, width)
+    background = ~(on_subject | on_object)
+    assert np.all(alpha[on_subject] == round(0.9 * 255))
+    assert np.all(alpha[on_object & ~on_subject] == round(0.3 * 255))
+    assert background.any() and np.all(alpha[background] == round(0.1 * 255))
+    with pytest.raises(UserError, match="three values"):
+        RelationEvalOptions(weights=(1.0, 0.5))
+
+
+def test_inverse_phrases_read_each_relation_the_other_way(relation_shards):
+    """"A p B" -> "B p A" for every relation of the benchmark (what the text-order figure compares)."""
+    phrases, inverses = inverse_phrases(RelationEvalOptions(split="train", shards=relation_shards, max_images=3))
+    assert phrases and len(phrases) == len(inverses)
+    for phrase, inverse in zip(phrases, inverses):
+        first, last = phrase.split()[0], phrase.split()[-1]
+        assert inverse.split()[0] == last and inverse.split()[-1] == first
 
 
 def test_shards_without_relations_are_a_clear_error(tmp_path):
