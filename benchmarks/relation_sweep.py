@@ -50,6 +50,10 @@ ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ratio_0.5_scale_100": ("crops+full", ("data.relation_ratio=0.5", "loss.logit_scale=100")),
     "ratio_0.5_text_scale_100": ("crops+full", ("data.relation_ratio=0.5", TEXT_LORA, "loss.logit_scale=100")),
     "ratio_0_scale_100": ("crops+full", ("data.relation_ratio=0.0", "loss.logit_scale=100")),
+    "ratio_1_w0.25": ("crops+full", ("data.relation_ratio=1.0", "data.relation_weights=[1.0, 0.25, 0.0]")),
+    "ratio_0.5_w0.25_text": ("crops+full", ("data.relation_ratio=0.5", "data.relation_weights=[1.0, 0.25, 0.0]", TEXT_LORA)),
+    "ratio_1_og": ("crops+full", ("data.relation_ratio=1.0", OBJECT_GUIDED)),
+    "ratio_1_text_og": ("crops+full", ("data.relation_ratio=1.0", TEXT_LORA, OBJECT_GUIDED)),
     "ratio_0.5_w0.25": ("crops+full", ("data.relation_ratio=0.5", "data.relation_weights=[1.0, 0.25, 0.0]")),
 }
 # Pretrainings this sweep adds (PretrainOptions fields): relation captions on relation crops.

@@ -12,7 +12,9 @@ Field names by `version` (each release's variant, so a parser meets every spelli
                                                                        without a WordNet sense)
     relationships record id                    image_id                image_id
     relationship         id                    relationship_id         relationship_id
-    subject / object     the version's object fields, plus `name` where it has only `names`
+    subject / object     the version's object fields, `name` the object's colour and shape ("red
+                         circle"; its objects.json name is the shape alone), so each image's
+                         relation phrases name their objects uniquely: "red circle left of blue square"
 
 Region description records are {"id": image_id, "regions": [...]} in every release, as in VG.
 URLs point at the old "https://cs.stanford.edu/people/rak248/VG_100K/{id}.jpg" for every image,
@@ -366,5 +368,8 @@ class _AnnotationWriter:
 
 
 def _with_name(object_record: dict, obj: SceneObject) -> dict:
-    """A relationship's subject or object: the object's fields, and `name` as VG writes there."""
-    return object_record if "name" in object_record else {**object_record, "name": obj.shape}
+    """A relationship's subject or object: the object's fields, and `name` its label. Two objects of
+    an image never share both colour and shape, but may share a shape, so the shape alone would leave "circle left of
+    square" ambiguous where there are two circles, and a small model tells colours apart long
+    before shapes of a few pixels (as CLIP knows the "man" and "horse" of VG's relations)."""
+    return {**object_record, "name": obj.label}
