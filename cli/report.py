@@ -38,15 +38,22 @@ def relations_table(report: dict):
     """fctrain.evaluation.relations' report as a table: a row per method."""
     from rich.table import Table
 
+    weights = ", ".join(f"{w:g}" for w in report["weights"])
+    model = report.get("model") or report.get("architecture", "")
+    relations = next(iter(report["methods"].values()))["relations"] if report["methods"] else 0
     table = Table(
-        title=f"relations: {report['images']} images, weights (subject, object, background) {', '.join(f'{w:g}' for w in report['weights'])}",
+        title=f"relations{f' ({model})' if model else ''}: {relations} relations in {report['images']} images, "
+        f"weights (subject, object, background) {weights}",
         caption="selection: phrase -> its (subject, object) pair among the image's, swaps included; "
-        "swap: the pair against its swap alone (chance 0.5)",
+        "swap: the pair against its swap alone (chance 0.5), +- its standard error",
     )
-    for column in ("method", "selection", "chance", "swap"):
+    for column in ("method", "selection", "chance", "swap", "+- SE"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for method, row in report["methods"].items():
-        table.add_row(RELATION_TITLES.get(method, method), f"{row['selection']:.3f}", f"{row['selection_chance']:.3f}", f"{row['swap']:.3f}")
+        table.add_row(
+            RELATION_TITLES.get(method, method), f"{row['selection']:.3f}", f"{row['selection_chance']:.3f}", f"{row['swap']:.3f}",
+            f"{row.get('swap_se', float('nan')):.3f}",
+        )
     return table
 
 

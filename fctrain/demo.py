@@ -2,9 +2,9 @@
 VG's quirks planted), shard it, create and pretrain a tiny CLIP, fine-tune it with LoRA twice (as
 Object-Guided CLIP, the exported model, and with Alpha-CLIP's alpha conv), evaluate both beside
 the training-free baselines, draw pictures, export the model.
-The generated scenes plant spatial relations ("circle left of square"): the evaluation adds
-relation selection and swap accuracy (fctrain.evaluation.relations), and DEMO_RELATION_RATIO says
-whether the fine-tuning mixes relation views in.
+The generated scenes plant spatial relations ("red circle left of blue square"): the alpha-conv
+fine-tuning mixes relation views in (DEMO_RELATION_SETTINGS) and the evaluation adds relation
+selection and swap accuracy for that model (fctrain.evaluation.relations).
 
 The tiny model stands in for CLIP (fctrain.pretrain), so the run takes minutes on two cores; its
 settings (64 px, LoRA lr 5e-4, alpha conv 4x) are the ones this pipeline was measured with.
@@ -36,11 +36,16 @@ from fctrain.train import TrainProgress, TrainResult, train
 # 100 alone gave 0.849 / 0.810 at 300 (benchmarks/results/2026-12-02-recipe-sweep.md).
 DEMO_OBJECT_GUIDED_RECIPE: tuple[str, ...] = ("loss.logit_scale=100",)
 
-# Share of the fine-tuning's views that are relation views. Off: measured on this demo (300 steps,
-# seed 0, the recipe before tiny_pretrain_full_images), 0.25 and 0.5 gave relation swap accuracy 0.42 and 0.44 (below chance; subject alpha
-# 0.44, 0.48) and box selection 0.485 and 0.479 (0.50-0.52 without): the tiny CLIP's frozen text
-# tower barely orders words ("A left of B" and "B left of A": cosine 0.99), see the README.
-DEMO_RELATION_RATIO = 0.0
+# Relation views in the alpha-conv model's fine-tuning, with LoRA on the text tower too
+# (NegCLIP's lever: a frozen tower's "A p B" and "B p A" differ too little to learn from).
+# Measured on this demo, seed 0, 300 steps (benchmarks/results/2026-12-02-relation-sweep.md):
+# MEASURED_PLACEHOLDER
+DEMO_RELATION_RATIO = 0.5
+DEMO_RELATION_WEIGHTS = (1.0, 0.25, 0.0)  # subject, object, background
+DEMO_RELATION_SETTINGS = (
+    f"data.relation_ratio={DEMO_RELATION_RATIO}", f"data.relation_weights={list(DEMO_RELATION_WEIGHTS)}",
+    'lora.text_targets=["q_proj", "k_proj", "v_proj", "out_proj"]',
+)
 
 
 @dataclass
@@ -71,8 +76,7 @@ def demo_train_config(options: DemoOptions, shard_dir: Path, *overrides: str) ->
         f"model.tiny_pretrain_steps={options.pretrain_steps}", "model.tiny_pretrain_full_images=0.5",
         "data.batch_size=64", f"data.workers={workers}",
         "optim.lr=5e-4", "optim.alpha_lr_multiplier=4", "optim.warmup_steps=30", "run.log_every=25",
-        "run.val_every=100", "run.val_batches=5", f"checkpoint.every_steps={options.steps}",
-        f"data.relation_ratio={DEMO_RELATION_RATIO}", *overrides,
+        "run.val_every=100", "run.val_batches=5", f"checkpoint.every_steps={options.steps}", *overrides,
     ])
 
 
@@ -99,7 +103,7 @@ def run_demo(
     eval_progress: Callable[[str], None] | None = None,
 ) -> DemoResult:
     vg_root, shard_dir, synth, shards = make_demo_data(options, synth_progress, shard_progress)
-    config = demo_train_config(options, shard_dir)
+    config = demo_train_config(options, shard_dir, *DEMO_RELATION_SETTINGS)
     with one_torch_thread():
         training = train(config, train_progress, overwrite=True)  # OUT/run is the demo's own: run again, it starts over
         from fctrain.checkpoint import load_trained
@@ -118,7 +122,8 @@ def run_demo(
         relation_options = RelationEvalOptions(
             shards=str(shard_dir), max_images=options.eval_images, weights=tuple(config.data.relation_weights)
         )
-        relations = evaluate_relations(model, tokenizer, relation_options)
+        relations = evaluate_relations(model, tokenizer, relation_options)  # the model trained with relation views
+        relations["model"] = f"Focus-CLIP alpha conv, relation_ratio {DEMO_RELATION_RATIO:g}, text LoRA"
     return DemoResult(vg_root, shard_dir, synth, shards, training, report, relations, guided_training)
 
 

@@ -155,7 +155,10 @@ def relation_metrics(features: list[torch.Tensor], texts: list[torch.Tensor], im
             gap = scores[row, true] - scores[row, swapped]
             swaps.append(0.5 if abs(gap) <= 1e-6 else float(gap > 0))
     chance = float(np.mean([1.0 / len(image.pairs) for image in images for _ in image.phrases]))
-    return {"selection": float(np.mean(hits)), "swap": float(np.mean(swaps)), "selection_chance": chance, "relations": len(hits)}
+    return {
+        "selection": float(np.mean(hits)), "swap": float(np.mean(swaps)), "selection_chance": chance, "relations": len(hits),
+        "swap_se": float(np.std(swaps) / np.sqrt(len(swaps))),  # standard error of the mean over the relations
+    }
 
 
 def evaluate_relations(model: RGBAClip, tokenizer, options: RelationEvalOptions, methods: tuple[str, ...] = tuple(METHODS)) -> dict:
@@ -190,4 +193,5 @@ def evaluate_relations(model: RGBAClip, tokenizer, options: RelationEvalOptions,
         "graded_control": {"weights": list(GRADED_WEIGHTS), "object_similarity": curve},
         "images": len(images),
         "weights": list(options.weights),
+        "architecture": model.architecture,
     }
