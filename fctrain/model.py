@@ -263,6 +263,11 @@ class RGBAClip(nn.Module):
         return self.clip if isinstance(self.clip, PeftModel) else None
 
     @property
+    def has_text_adapters(self) -> bool:
+        """LoRA on the text tower (lora.text_targets): its caption features are not CLIP's."""
+        return any(isinstance(m, LoraLayer) for m in self.base_clip.text_model.modules())
+
+    @property
     def logit_scale(self) -> nn.Parameter:
         """CLIP's log temperature (HF does not clamp it; ln 100 for OpenAI CLIP)."""
         return self.base_clip.logit_scale
@@ -420,9 +425,9 @@ def load_alpha_embedding(model: RGBAClip, path: Path) -> None:
 
 def parameter_counts(model: RGBAClip) -> dict[str, int]:
     """Parameter counts: total/trainable overall and of the vision tower (its transformer with any
-    LoRA, the visual projection and the mask module), and the LoRA and mask-module parts (the
-    latter under "alpha", the alpha conv's name in the default architecture)."""
-    counts = dict.fromkeys(("total", "trainable", "vision", "vision_trainable", "lora", "alpha"), 0)
+    LoRA, the visual projection and the mask module), and the vision LoRA, text LoRA and
+    mask-module parts (the latter under "alpha", the alpha conv's name in the default architecture)."""
+    counts = dict.fromkeys(("total", "trainable", "vision", "vision_trainable", "lora", "text_lora", "alpha"), 0)
     mask = {id(p) for p in model.mask_module.parameters()}
     for name, param in model.named_parameters():
         n = param.numel()
@@ -431,7 +436,8 @@ def parameter_counts(model: RGBAClip) -> dict[str, int]:
         counts["trainable"] += n * param.requires_grad
         counts["vision"] += n * vision
         counts["vision_trainable"] += n * (vision and param.requires_grad)
-        counts["lora"] += n * ("lora_" in name)
+        counts["lora"] += n * ("lora_" in name and vision)
+        counts["text_lora"] += n * ("lora_" in name and not vision)
         counts["alpha"] += n * (id(param) in mask)
     return counts
 
@@ -445,6 +451,7 @@ def trainable_summary(model: RGBAClip) -> str:
         f"vision tower: {_millions(c['vision_trainable'])} of {_millions(c['vision'])} "
         f"({100 * c['vision_trainable'] / c['vision']:.2f}%; LoRA {_millions(c['lora'])}, "
         f"{model.mask_title} {_millions(c['alpha'])})"
+        + (f"; text tower LoRA {_millions(c['text_lora'])}" if c["text_lora"] else "")
     )
 
 

@@ -28,8 +28,8 @@ import torch
 
 from fcdata.errors import UserError
 from fctrain.evaluation.common import EvalProgress, NoProgress, Tally, check_positive, prefetched
-from fctrain.evaluation.methods import GEOMETRIES, METHODS, Region, Tower, check_methods, views_of
-from fctrain.evaluation.scoring import text_features, tie_aware_rank
+from fctrain.evaluation.methods import GEOMETRIES, METHODS, MethodTexts, Region, Tower, check_methods, views_of
+from fctrain.evaluation.scoring import tie_aware_rank
 
 CATEGORIES_FILE = "ImageNetS_categories_im919.txt"
 # Box prompts beside their mask versions; crop_mask is left out: the region's box is its mask's box,
@@ -195,7 +195,7 @@ def evaluate_imagenet_s(model, tokenizer, options: ImageNetSOptions, progress: E
     views = views_of(options.methods)
     tower = Tower(model, options.batch_size, options.workers)
     with torch.inference_mode():
-        classes = text_features(model, tokenizer, [TEMPLATE.format(n) for n in names], options.batch_size, tower.device)
+        classes = MethodTexts(model, tokenizer, [TEMPLATE.format(n) for n in names], options.batch_size, tower.device)
     ranks = {m: [] for m in options.methods}  # (label, top-1, top-5) per image
     tally = Tally(counts, options.examples)
     skips: Counter = Counter()  # written only by `prepare`, which runs in one background thread
@@ -212,7 +212,7 @@ def evaluate_imagenet_s(model, tokenizer, options: ImageNetSOptions, progress: E
             for (item, (pixels, region)), by_view in zip(loaded, tower.run(built)):
                 counts["images"] += 1
                 for method in options.methods:
-                    scores = sum(by_view[v][0] @ classes.T for v in METHODS[method]).numpy()
+                    scores = sum(by_view[v][0] @ classes.of(METHODS[method]).T for v in METHODS[method]).numpy()
                     _, top1, top5 = tie_aware_rank(scores, item.label)
                     ranks[method].append((item.label, top1, top5))
                     if method == options.methods[0]:

@@ -82,6 +82,26 @@ def base_weights(model: RGBAClip) -> Iterator[None]:
         yield
 
 
+class MethodTexts:
+    """Text features of `texts` for each method: with the trained model's text tower where the
+    method's views run on the trained weights, with CLIP's own (adapters off) where they run on
+    "untrained" or "base" ones, so a baseline stays CLIP's on both sides. One set where the text
+    tower has no adapters (lora.text_targets empty), as it is then the same tower."""
+
+    def __init__(self, model: RGBAClip, tokenizer, texts: list[str], batch_size: int, device):
+        from fctrain.evaluation.scoring import text_features
+
+        self.trained = text_features(model, tokenizer, texts, batch_size, device)
+        self.base = self.trained
+        if model.has_text_adapters:
+            with base_weights(model):
+                self.base = text_features(model, tokenizer, texts, batch_size, device)
+
+    def of(self, views: tuple[str, ...]) -> torch.Tensor:
+        """The features for a method that sums `views` (all on one kind of weights)."""
+        return self.trained if VIEW_WEIGHTS[views[0]] == "trained" else self.base
+
+
 def views_of(methods: tuple[str, ...]) -> tuple[str, ...]:
     """The distinct views the methods sum, in first-use order."""
     return tuple(dict.fromkeys(v for m in methods for v in METHODS[m]))

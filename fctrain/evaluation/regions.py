@@ -42,8 +42,8 @@ from fcdata.augment import eval_view
 from fcdata.loader import phrase_key, resolve_shards
 from fctrain.config import EVAL_METHODS, EvalOptions
 from fctrain.evaluation.common import prefetched
-from fctrain.evaluation.methods import GEOMETRIES, METHOD_TITLES, BuiltViews, PromptSettings, Region, Tower, ViewInputs, check_methods, pixel_box, views_of
-from fctrain.evaluation.scoring import box_iou, text_features, tie_aware_hit, tie_aware_rank
+from fctrain.evaluation.methods import GEOMETRIES, METHOD_TITLES, METHODS, BuiltViews, MethodTexts, PromptSettings, Region, Tower, ViewInputs, check_methods, pixel_box, views_of
+from fctrain.evaluation.scoring import box_iou, tie_aware_hit, tie_aware_rank
 from fctrain.model import RGBAClip
 from fctrain.prompts import patch_bias
 
@@ -246,16 +246,17 @@ def evaluate(model: RGBAClip, tokenizer, options: EvalOptions, device: torch.dev
     classes = list(options.class_names) or sorted({name for name in labels if name})
     results, examples = {}, []
     with torch.no_grad():
-        texts = text_features(model, tokenizer, phrases, options.batch_size, device)
-        class_texts = text_features(model, tokenizer, [f"a photo of a {c}." for c in classes], options.batch_size, device) if classes else None
+        phrase_texts = MethodTexts(model, tokenizer, phrases, options.batch_size, device)
+        class_bank = MethodTexts(model, tokenizer, [f"a photo of a {c}." for c in classes], options.batch_size, device) if classes else None
         for method in options.methods:
             if progress:
                 progress(method)
             regions = region_features(method, model, images, options)
+            texts = phrase_texts.of(METHODS[method])
             row, picks = image_metrics(regions, texts, images, options.iou_threshold)
             row.update(global_metrics(regions, texts, phrases))
-            if class_texts is not None:
-                row.update(classification_metrics(regions, class_texts, classes, labels))
+            if class_bank is not None:
+                row.update(classification_metrics(regions, class_bank.of(METHODS[method]), classes, labels))
             results[method] = row
             if method == "focus":
                 examples = picks[: options.examples]

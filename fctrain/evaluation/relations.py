@@ -32,7 +32,7 @@ from fcdata.loader import resolve_shards
 from fcdata.reader import decode_sample
 from fcdata.relation_views import relation_phrase
 from fcdata.relations import DEFAULT_WEIGHTS, relation_alpha
-from fctrain.evaluation.methods import GEOMETRIES, Region, Tower
+from fctrain.evaluation.methods import GEOMETRIES, MethodTexts, Region, Tower
 from fctrain.evaluation.scoring import box_iou, text_features, tie_aware_hit
 from fctrain.model import RGBAClip
 
@@ -170,12 +170,14 @@ def evaluate_relations(model: RGBAClip, tokenizer, options: RelationEvalOptions,
     device = model.logit_scale.device
     model.eval()
     with torch.inference_mode():
-        texts = [text_features(model, tokenizer, image.phrases, options.batch_size, device) for image in images]
+        texts = [MethodTexts(model, tokenizer, image.phrases, options.batch_size, device) for image in images]
         object_texts = [text_features(model, tokenizer, image.object_phrases, options.batch_size, device) for image in images]
     tower = Tower(model, options.batch_size)
     try:
         report = {
-            method: relation_metrics(_features(tower, images, *METHODS[method], options.weights), texts, images)
+            method: relation_metrics(
+                _features(tower, images, *METHODS[method], options.weights), [t.of(METHODS[method][:1]) for t in texts], images
+            )
             for method in methods
         }
         curve = []

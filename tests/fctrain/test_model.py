@@ -264,6 +264,10 @@ def test_text_lora_trains_the_text_tower_through_lora_only(tiny_dir):
     assert text_lora and all(re.search(r"self_attn\.(q|v)_proj\.lora_", n) for n in text_lora)
     grads = dict(model.named_parameters())
     assert all(grads[n].grad is not None and grads[n].grad.abs().sum() > 0 for n in text_lora)
+    counts = parameter_counts(model)
+    assert counts["text_lora"] == sum(grads[n].numel() for n in text_lora)
+    assert counts["trainable"] == counts["vision_trainable"] + counts["text_lora"]
+    assert "text tower LoRA" in trainable_summary(model)
 
 
 def test_text_adapters_round_trip_and_change_text_features(tiny_dir, tmp_path):

@@ -201,3 +201,38 @@ def test_focus_whole_is_the_trained_model_on_the_whole_image_and_clip_with_the_a
     with base_weights(model):
         off = region_features("focus_whole", model, images, options)
     assert_same(off, clip_rows)
+
+
+def test_baselines_use_clips_text_tower_when_the_text_tower_has_adapters(make_trained_tiny):
+    """With text LoRA, a method on the trained weights scores against the trained text tower and a
+    baseline (untrained, crop, ...) against CLIP's own, as its image side is CLIP's."""
+    import copy
+
+    import torch
+
+    from fctrain.config import LoraConfig
+    from fctrain.evaluation.methods import MethodTexts
+    from fctrain.evaluation.scoring import text_features
+    from fctrain.model import apply_lora, wrap_clip
+
+    from floats import assert_different, assert_same
+    from tiny_models import BENCHMARK_PHRASES
+
+    plain, tokenizer = make_trained_tiny(BENCHMARK_PHRASES)
+    torch.manual_seed(0)
+    model = apply_lora(wrap_clip(copy.deepcopy(plain.peft_model).unload()), LoraConfig(rank=4, text_targets=("q_proj", "v_proj"))).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    phrases = ["a blue ball", "green thing"]
+    texts = MethodTexts(model, tokenizer, phrases, 8, "cpu")
+    with torch.no_grad():
+        trained = text_features(model, tokenizer, phrases, 8, "cpu")
+        clip = text_features(wrap_clip(copy.deepcopy(model.peft_model).unload()), tokenizer, phrases, 8, "cpu")
+    assert_same(texts.of(("alpha_box",)), trained)
+    for views in (("untrained",), ("crop",), ("crop", "blur")):
+        assert_same(texts.of(views), clip)
+    assert_different(trained, clip)
+    plain_texts = MethodTexts(plain, tokenizer, phrases, 8, "cpu")  # no text adapters: one tower
+    assert plain_texts.of(("crop",)) is plain_texts.of(("alpha_box",))

@@ -80,9 +80,9 @@ def test_inverse_phrases_read_each_relation_the_other_way(relation_shards):
     """"A p B" -> "B p A" for every relation of the benchmark (what the text-order figure compares)."""
     phrases, inverses = inverse_phrases(RelationEvalOptions(split="train", shards=relation_shards, max_images=3))
     assert phrases and len(phrases) == len(inverses)
-    for phrase, inverse in zip(phrases, inverses):
-        first, last = phrase.split()[0], phrase.split()[-1]
-        assert inverse.split()[0] == last and inverse.split()[-1] == first
+    for phrase, inverse in zip(phrases, inverses):  # the generator names objects "colour shape"
+        words, inverse_words = phrase.split(), inverse.split()
+        assert inverse_words[:2] == words[-2:] and inverse_words[-2:] == words[:2] and inverse_words[2:-2] == words[2:-2]
 
 
 def test_shards_without_relations_are_a_clear_error(tmp_path):
