@@ -24,6 +24,7 @@ the tower in batches grouped by weights.
 
 from __future__ import annotations
 
+import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -100,6 +101,13 @@ class MethodTexts:
     def of(self, views: tuple[str, ...]) -> torch.Tensor:
         """The features for a method that sums `views` (all on one kind of weights)."""
         return self.trained if VIEW_WEIGHTS[views[0]] == "trained" else self.base
+
+    def minus_mean_of(self, bank: "MethodTexts") -> "MethodTexts":
+        """These features less the mean of `bank`'s, tower by tower (ReCLIP's subtraction)."""
+        out = copy.copy(self)
+        out.trained = self.trained - bank.trained.mean(0)
+        out.base = out.trained if self.base is self.trained else self.base - bank.base.mean(0)
+        return out
 
 
 def views_of(methods: tuple[str, ...]) -> tuple[str, ...]:

@@ -31,8 +31,8 @@ import torch
 from fcdata.errors import UserError
 from fcdata.plain_pickle import load_plain_pickle
 from fctrain.evaluation.common import EvalProgress, NoProgress, Tally, check_positive, prefetched
-from fctrain.evaluation.methods import GEOMETRIES, METHODS, Region, Tower, check_methods, needs_masks, views_of
-from fctrain.evaluation.scoring import box_iou, text_features, tie_aware_hit
+from fctrain.evaluation.methods import GEOMETRIES, METHODS, MethodTexts, Region, Tower, check_methods, needs_masks, views_of
+from fctrain.evaluation.scoring import box_iou, tie_aware_hit
 
 DATASETS = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}  # dataset -> the refs file's splitBy
 # Each box prompt beside its mask version (the annotation's COCO segmentation: Alpha-CLIP's baselines).
@@ -235,11 +235,11 @@ def evaluate_rec(model, tokenizer, options: RecOptions, progress: EvalProgress |
     texts = [TEXT_PROMPT.format(sentence) for image in images for sentence, _ in image.expressions]
     first_text = np.cumsum([0] + [len(image.expressions) for image in images])  # image i's rows of `texts`
     with torch.inference_mode():
-        text_rows = text_features(model, tokenizer, texts, options.batch_size, tower.device)
+        text_rows = MethodTexts(model, tokenizer, texts, options.batch_size, tower.device)
         if options.subtract:
             bank = random.Random(options.seed).sample(texts, min(options.bank_size, len(texts)))
-            bank_mean = text_features(model, tokenizer, bank, options.batch_size, tower.device).mean(0)
-            text_rows = text_rows - bank_mean  # score - mean bank score = image . (text - mean bank text)
+            # score - mean bank score = image . (text - mean bank text)
+            text_rows = text_rows.minus_mean_of(MethodTexts(model, tokenizer, bank, options.batch_size, tower.device))
     skips: Counter = Counter()  # written only by `prepare`, which runs in one background thread
 
     def prepare(chunk: list[int]):
@@ -268,11 +268,12 @@ def evaluate_rec(model, tokenizer, options: RecOptions, progress: EvalProgress |
                 counts["images"] += 1
                 counts["proposals"] += len(regions)
                 for number, (sentence, gold) in enumerate(image.expressions):
-                    text = text_rows[first_text[index] + number]
+                    row = first_text[index] + number
                     correct = box_iou(gold, boxes) > IOU_THRESHOLD
                     chance.append(float(correct.mean()))
                     counts["expressions"] += 1
                     for method in options.methods:
+                        text = text_rows.of(METHODS[method])[row]
                         scores = sum(by_view[v] @ text for v in METHODS[method]).numpy()
                         hits[method].append(tie_aware_hit(scores, correct))
                         if method == options.methods[0]:

@@ -234,5 +234,8 @@ def test_baselines_use_clips_text_tower_when_the_text_tower_has_adapters(make_tr
     for views in (("untrained",), ("crop",), ("crop", "blur")):
         assert_same(texts.of(views), clip)
     assert_different(trained, clip)
+    centred = texts.minus_mean_of(texts)  # ReCLIP's bank subtraction (REC), tower by tower
+    assert_same(centred.of(("crop",)), clip - clip.mean(0))
+    assert_same(centred.of(("alpha_box",)), trained - trained.mean(0))
     plain_texts = MethodTexts(plain, tokenizer, phrases, 8, "cpu")  # no text adapters: one tower
     assert plain_texts.of(("crop",)) is plain_texts.of(("alpha_box",))
