@@ -32,7 +32,7 @@ from fctrain.demo import one_torch_thread
 
 OBJECT_GUIDED = 'model.architecture="object_guided"'
 TEXT_LORA = 'lora.text_targets=["q_proj", "k_proj", "v_proj", "out_proj"]'
-# Arm -> (pretraining of fcbench.recipe_sweep.PRETRAININGS or RELATION_PRETRAININGS, overrides).
+# Arm -> (pretraining of fcbench.recipe_sweep.PRETRAININGS, overrides of the demo's training config).
 ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ratio_0": ("crops+full", ("data.relation_ratio=0.0",)),
     "ratio_0.5": ("crops+full", ("data.relation_ratio=0.5",)),
@@ -42,8 +42,6 @@ ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ratio_1_text": ("crops+full", ("data.relation_ratio=1.0", TEXT_LORA)),
     "ratio_0.5_og": ("crops+full", ("data.relation_ratio=0.5", OBJECT_GUIDED)),
     "ratio_0.5_og_text": ("crops+full", ("data.relation_ratio=0.5", OBJECT_GUIDED, TEXT_LORA)),
-    "ratio_0.5_prerel": ("crops+full+relations", ("data.relation_ratio=0.5",)),
-    "ratio_0.5_prerel_og": ("crops+full+relations", ("data.relation_ratio=0.5", OBJECT_GUIDED)),
     "ratio_1_scale_100": ("crops+full", ("data.relation_ratio=1.0", "loss.logit_scale=100")),
     "ratio_1_text_scale_100": ("crops+full", ("data.relation_ratio=1.0", TEXT_LORA, "loss.logit_scale=100")),
     "ratio_0.5_scale_100": ("crops+full", ("data.relation_ratio=0.5", "loss.logit_scale=100")),
@@ -56,17 +54,10 @@ ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ratio_1_og": ("crops+full", ("data.relation_ratio=1.0", OBJECT_GUIDED)),
     "ratio_1_text_og": ("crops+full", ("data.relation_ratio=1.0", TEXT_LORA, OBJECT_GUIDED)),
 }
-# Pretrainings this sweep adds (PretrainOptions fields): relation captions on relation crops.
-RELATION_PRETRAININGS: dict[str, dict] = {
-    "crops+full+relations": {"full_image_ratio": 0.5, "relation_ratio": 0.5},
-}
-
-
 class RelationSweep(Sweep):
     def __init__(self, work: Path, options: DemoOptions):
         super().__init__(work, options)
         self.rows_file = work / "relation-rows.jsonl"
-        PRETRAININGS.update(RELATION_PRETRAININGS)  # Sweep.pretrain looks its pretrainings up there
 
     def arm(self, name: str) -> dict:
         if done := self._done("arm", name):
@@ -199,8 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--table", action="store_true", help="print every row of WORK as a Markdown table, run nothing")
     args = parser.parse_args(argv)
     names = [n for n in args.arms.split(",") if n]
-    pretrainings = {**PRETRAININGS, **RELATION_PRETRAININGS}
-    unknown = [n for n in names if (n[5:] not in pretrainings if n.startswith("base:") else n.partition("@")[0] not in ARMS)]
+    unknown = [n for n in names if (n[5:] not in PRETRAININGS if n.startswith("base:") else n.partition("@")[0] not in ARMS)]
     if unknown:
         parser.error(f"unknown arm {unknown[0]!r}")
     options = DemoOptions(out_dir=args.work / "demo", images=args.images, steps=args.steps, pretrain_steps=args.pretrain_steps)
