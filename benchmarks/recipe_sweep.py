@@ -88,7 +88,7 @@ ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "og_pf_lr_1e-3": ("crops+full", (OBJECT_GUIDED, "optim.lr=1e-3")),
     "og_pf_logit_scale_100": ("crops+full", (OBJECT_GUIDED, "loss.logit_scale=100")),
     "og_pf_label_smoothing_0.1": ("crops+full", (OBJECT_GUIDED, "loss.label_smoothing=0.1")),
-    # The demo's object-guided recipe (fctrain.demo.DEMO_OBJECT_GUIDED_RECIPE, 600 steps) and a variant.
+    # The demo's object-guided recipe (fctrain.demo.DEMO_OBJECT_GUIDED_RECIPE, 600 steps) is the last; before it.
     "og_pf_ls100_steps_600": ("crops+full", (OBJECT_GUIDED, "loss.logit_scale=100", "run.steps=600")),
     "og_pf_ls100_alpha_lr_20": ("crops+full", (OBJECT_GUIDED, "loss.logit_scale=100", "optim.alpha_lr_multiplier=20")),
     "og_pf_ls100_alpha_lr_20_steps_600": ("crops+full", (OBJECT_GUIDED, "loss.logit_scale=100", "optim.alpha_lr_multiplier=20", "run.steps=600")),
