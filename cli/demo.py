@@ -27,7 +27,7 @@ def demo(
     """Generate a Visual-Genome-format dataset (VG's quirks planted), shard it, pretrain a tiny
     CLIP, fine-tune it with LoRA and the alpha channel and as Object-Guided CLIP, evaluate both
     against training-free baselines, draw pictures and export the model. No network, no
-    downloads; ~5 min on 2 cores.
+    downloads; ~7 min on an idle 2-core machine.
 
     Example: fc demo --out fc-demo
     """
