@@ -235,20 +235,15 @@ class Sweep:
         model, tokenizer = self._base_model(pretraining, size)
         return evaluate(model, tokenizer, self._eval_options(BASELINE_ROWS, holdout=False), torch.device("cpu")).results
 
-    def arm(self, name: str) -> dict:
-        """Fine-tune from the arm's pretrained tiny CLIP and evaluate. NAME@SEED runs arm NAME with
-        another run seed (LoRA init and data order; the tiny model is the same)."""
-        if done := self._done("arm", name):
-            return done
-        import torch
-
+    def fine_tune(self, name: str, arms: dict[str, tuple[str, tuple[str, ...]]]) -> "FineTuned":
+        """Fine-tune arm `name` of `arms` from its pretrained tiny CLIP. NAME@SEED runs arm NAME
+        with another run seed (LoRA init and data order; the tiny model is the same)."""
         from fctrain.checkpoint import load_trained
         from fctrain.demo import demo_train_config
-        from fctrain.evaluation.regions import evaluate
         from fctrain.train import train
 
         base, _, seed = name.partition("@")
-        pretraining, overrides = ARMS[base]
+        pretraining, overrides = arms[base]
         pretrained = self.pretrain(pretraining)
         options = dataclasses.replace(self.options, seed=int(seed) if seed else self.options.seed)
         overrides = (
@@ -262,13 +257,40 @@ class Sweep:
             raise SystemExit(f"arm {name}: stopped by signal {result.stopped_by} at step {result.step}")
         train_cpu = cpu_seconds() - start
         model, tokenizer, _ = load_trained(config.run.out_dir)
-        results = evaluate(model, tokenizer, self._eval_options(EVAL_ROWS, holdout=False), torch.device("cpu")).results
-        return self._add({
+        fields = {
             "kind": "arm", "name": name, "pretraining": pretraining, "overrides": list(overrides[3:]), "seed": options.seed,
             "last_loss": result.metrics.get("loss"), "val_loss": result.metrics.get("val_loss"),
-            "train_cpu_s": round(train_cpu, 1), "cpu_s": round(cpu_seconds() - start, 1),
-            "wall_s": round(time.perf_counter() - wall, 1), "results": {**results, **pretrained["results"]},
+            "train_cpu_s": round(train_cpu, 1),
+        }
+        return FineTuned(model, tokenizer, config, fields, start, wall, pretrained)
+
+    def arm(self, name: str) -> dict:
+        """Fine-tune arm `name` (see fine_tune) and evaluate it on the demo's validation split."""
+        if done := self._done("arm", name):
+            return done
+        import torch
+
+        from fctrain.evaluation.regions import evaluate
+
+        tuned = self.fine_tune(name, ARMS)
+        results = evaluate(tuned.model, tuned.tokenizer, self._eval_options(EVAL_ROWS, holdout=False), torch.device("cpu")).results
+        return self._add({
+            **tuned.fields, "cpu_s": round(cpu_seconds() - tuned.start_cpu, 1),
+            "wall_s": round(time.perf_counter() - tuned.start_wall, 1), "results": {**results, **tuned.pretrained["results"]},
         })
+
+
+@dataclasses.dataclass
+class FineTuned:
+    """An arm's fine-tuned model and what its row records of the run."""
+
+    model: object
+    tokenizer: object
+    config: object  # its TrainConfig
+    fields: dict  # the row's run fields (kind, name, overrides, losses, train_cpu_s)
+    start_cpu: float  # cpu_seconds() when its training began
+    start_wall: float
+    pretrained: dict  # its pretraining's row
 
 
 SUMMARY_KEYS = {  # table column -> (row, metric)

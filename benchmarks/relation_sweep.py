@@ -19,7 +19,6 @@ Rows go to WORK/relation-rows.jsonl as they finish (an arm already there is not 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -62,31 +61,9 @@ class RelationSweep(Sweep):
     def arm(self, name: str) -> dict:
         if done := self._done("arm", name):
             return done
-        from fctrain.checkpoint import load_trained
-        from fctrain.demo import demo_train_config
-        from fctrain.train import train
-
-        base, _, seed = name.partition("@")
-        pretraining, overrides = ARMS[base]
-        pretrained = self.pretrain(pretraining)
-        options = dataclasses.replace(self.options, seed=int(seed) if seed else self.options.seed)
-        overrides = (
-            f'run.out_dir="{self.work / "runs" / name}"', f'model.name_or_path="{self.tiny_dir(pretraining)}"',
-            f"model.image_size={pretrained['image_size']}", *overrides,
-        )
-        config = demo_train_config(options, self.shard_dir, *overrides)
-        start = cpu_seconds()
-        result = train(config, overwrite=True)
-        if result.stopped_by is not None:
-            raise SystemExit(f"arm {name}: stopped by signal {result.stopped_by} at step {result.step}")
-        train_cpu = cpu_seconds() - start
-        model, tokenizer, _ = load_trained(config.run.out_dir)
-        row = {
-            "kind": "arm", "name": name, "pretraining": pretraining, "overrides": list(overrides[3:]), "seed": options.seed,
-            "last_loss": result.metrics.get("loss"), "train_cpu_s": round(train_cpu, 1),
-            **self.scores(model, tokenizer, config.data.relation_weights),
-        }
-        row["cpu_s"] = round(cpu_seconds() - start, 1)
+        tuned = self.fine_tune(name, ARMS)
+        row = {**tuned.fields, **self.scores(tuned.model, tuned.tokenizer, tuned.config.data.relation_weights)}
+        row["cpu_s"] = round(cpu_seconds() - tuned.start_cpu, 1)
         return self._add(row)
 
     def base_row(self, pretraining: str) -> dict:
