@@ -19,13 +19,12 @@ Rows go to WORK/relation-rows.jsonl as they finish (an arm already there is not 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from fcbench.common import RESULTS_DIR, emit, machine_info
-from fcbench.recipe_sweep import PRETRAININGS, Sweep, cpu_seconds
+from fcbench.common import RESULTS_DIR, emit
+from fcbench.recipe_sweep import PRETRAININGS, Sweep, cpu_seconds, record
 from fctrain.config import DemoOptions
 from fctrain.demo import one_torch_thread
 
@@ -184,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.record:
         path = RESULTS_DIR / f"{time.strftime('%Y-%m-%d')}-relation-sweep.json"
         rows = sweep.rows()
-        path.write_text(json.dumps({"machine": machine_info(), "rows": rows}, indent=1, sort_keys=True) + "\n")
+        record(rows, path)  # atomic; rows recorded before under other names stay
         print(f"recorded {len(rows)} rows in {path}")
 
 
