@@ -358,23 +358,40 @@ def record(rows: list[dict], path: Path) -> None:
     temporary.replace(path)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, default=Path("runs/recipe-sweep"))
-    parser.add_argument("--arms", default="demo", help=f"comma list (NAME or NAME@SEED) of: {', '.join(ARMS)}")
+def sweep_parser(description: str, work: str, arms_default: str, arms_help: str) -> argparse.ArgumentParser:
+    """The options every sweep takes (this one and fcbench.relation_sweep)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--work", type=Path, default=Path(work))
+    parser.add_argument("--arms", default=arms_default, help=arms_help)
     parser.add_argument("--images", type=int, default=DemoOptions.images)
     parser.add_argument("--steps", type=int, default=DemoOptions.steps)
     parser.add_argument("--pretrain-steps", type=int, default=DemoOptions.pretrain_steps)
-    parser.add_argument("--holdout", type=int, default=0, help="also evaluate on this many images no run trains on (module doc)")
     parser.add_argument("--record", action="store_true", help="write every row of WORK to benchmarks/results/")
-    parser.add_argument("--table", action="store_true", help="print every arm of WORK as a Markdown table, run nothing")
+    parser.add_argument("--table", action="store_true", help="print the rows of WORK as a Markdown table, run nothing")
+    return parser
+
+
+def sweep_options(args: argparse.Namespace) -> DemoOptions:
+    """The demo's options a sweep's data, pretraining and arms are made with (WORK/demo)."""
+    return DemoOptions(out_dir=args.work / "demo", images=args.images, steps=args.steps, pretrain_steps=args.pretrain_steps)
+
+
+def record_results(rows: list[dict], name: str) -> None:
+    """`record` the rows as benchmarks/results/<date>-NAME.json."""
+    path = RESULTS_DIR / f"{time.strftime('%Y-%m-%d')}-{name}.json"
+    record(rows, path)
+    print(f"recorded {len(rows)} rows in {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = sweep_parser(__doc__.split("\n\n")[0], "runs/recipe-sweep", "demo", f"comma list (NAME or NAME@SEED) of: {', '.join(ARMS)}")
+    parser.add_argument("--holdout", type=int, default=0, help="also evaluate on this many images no run trains on (module doc)")
     args = parser.parse_args(argv)
     names = [n for n in args.arms.split(",") if n]
     unknown = [n for n in names if n.partition("@")[0] not in ARMS]
     if unknown:
         parser.error(f"unknown arm {unknown[0]!r}")
-    options = DemoOptions(out_dir=args.work / "demo", images=args.images, steps=args.steps, pretrain_steps=args.pretrain_steps)
-    sweep = Sweep(args.work, options, args.holdout)
+    sweep = Sweep(args.work, sweep_options(args), args.holdout)
     if args.table:
         print(markdown_table(sweep.rows()))
         return
@@ -387,10 +404,7 @@ def main(argv: list[str] | None = None) -> None:
                 holdout = merged_holdout(sweep.holdout(name, "arm")["results"], sweep.holdout(row["pretraining"], "pretrain")["results"])
             emit({"arm": name, **summary(row, holdout), "cpu_s": row["cpu_s"]})
     if args.record:
-        path = RESULTS_DIR / f"{time.strftime('%Y-%m-%d')}-recipe-sweep.json"
-        rows = sweep.rows()
-        record(rows, path)
-        print(f"recorded {len(rows)} rows in {path}")
+        record_results(sweep.rows(), "recipe-sweep")
 
 
 if __name__ == "__main__":

@@ -18,13 +18,11 @@ Rows go to WORK/relation-rows.jsonl as they finish (an arm already there is not 
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
-from fcbench.common import RESULTS_DIR, emit
-from fcbench.recipe_sweep import PRETRAININGS, Sweep, cpu_seconds, record
+from fcbench.common import emit
+from fcbench.recipe_sweep import PRETRAININGS, Sweep, cpu_seconds, record_results, sweep_options, sweep_parser
 from fctrain.config import DemoOptions
 from fctrain.demo import one_torch_thread
 
@@ -52,6 +50,8 @@ ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ratio_1_og": ("crops+full", ("data.relation_ratio=1.0", OBJECT_GUIDED)),
     "ratio_1_text_og": ("crops+full", ("data.relation_ratio=1.0", TEXT_LORA, OBJECT_GUIDED)),
 }
+
+
 class RelationSweep(Sweep):
     def __init__(self, work: Path, options: DemoOptions):
         super().__init__(work, options)
@@ -70,22 +70,17 @@ class RelationSweep(Sweep):
         model, and its text tower's word order before any arm trains it."""
         if done := self._done("base", pretraining):
             return done
-        from fctrain.config import LoraConfig, ModelConfig
-        from fctrain.model import build_model
+        from fctrain.evaluation.relations import RelationEvalOptions
 
-        pretrained = self.pretrain(pretraining)
-        model, tokenizer = build_model(
-            ModelConfig(name_or_path=str(self.tiny_dir(pretraining)), image_size=pretrained["image_size"]), LoraConfig(), None
-        )
+        model, tokenizer = self._base_model(pretraining, self.pretrain(pretraining)["image_size"])
         start = cpu_seconds()
-        row = {"kind": "base", "name": pretraining, **self.scores(model, tokenizer, (1.0, 0.5, 0.0), box=False)}
+        row = {"kind": "base", "name": pretraining, **self.scores(model, tokenizer, RelationEvalOptions.weights, box=False)}
         row["cpu_s"] = round(cpu_seconds() - start, 1)
         return self._add(row)
 
     def scores(self, model, tokenizer, weights, box: bool = True) -> dict:
         import torch
 
-        from fctrain.config import EvalOptions
         from fctrain.evaluation.regions import evaluate
         from fctrain.evaluation.relations import RelationEvalOptions, evaluate_relations
 
@@ -99,7 +94,7 @@ class RelationSweep(Sweep):
             out[f"relations_{split}"] = report["methods"]
             out[f"graded_{split}"] = report["graded_control"]["object_similarity"]
         if box:
-            eval_options = EvalOptions(shards=str(self.shard_dir), max_images=self.options.eval_images, methods=("focus",))
+            eval_options = self._eval_options(("focus",), holdout=False)
             out["box"] = evaluate(model, tokenizer, eval_options, torch.device("cpu")).results["focus"]["box_accuracy"]
         out["text_order"] = text_order(model, tokenizer, str(self.shard_dir), self.options.eval_images)
         out["eval_cpu_s"] = round(cpu_seconds() - start, 1)
@@ -156,21 +151,14 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, default=Path("runs/relation-sweep"))
-    parser.add_argument("--arms", default="ratio_0.5", help=f"comma list (NAME, NAME@SEED or base:PRETRAINING) of: {', '.join(ARMS)}")
-    parser.add_argument("--images", type=int, default=DemoOptions.images)
-    parser.add_argument("--steps", type=int, default=DemoOptions.steps)
-    parser.add_argument("--pretrain-steps", type=int, default=DemoOptions.pretrain_steps)
-    parser.add_argument("--record", action="store_true", help="write every row of WORK to benchmarks/results/")
-    parser.add_argument("--table", action="store_true", help="print every row of WORK as a Markdown table, run nothing")
+    arms_help = f"comma list (NAME, NAME@SEED or base:PRETRAINING) of: {', '.join(ARMS)}"
+    parser = sweep_parser(__doc__.split("\n\n")[0], "runs/relation-sweep", "ratio_0.5", arms_help)
     args = parser.parse_args(argv)
     names = [n for n in args.arms.split(",") if n]
     unknown = [n for n in names if (n[5:] not in PRETRAININGS if n.startswith("base:") else n.partition("@")[0] not in ARMS)]
     if unknown:
         parser.error(f"unknown arm {unknown[0]!r}")
-    options = DemoOptions(out_dir=args.work / "demo", images=args.images, steps=args.steps, pretrain_steps=args.pretrain_steps)
-    sweep = RelationSweep(args.work, options)
+    sweep = RelationSweep(args.work, sweep_options(args))
     if args.table:
         print(markdown_table(sweep.rows()))
         return
@@ -181,10 +169,7 @@ def main(argv: list[str] | None = None) -> None:
             emit({"arm": name, **summary(row), "cpu_s": row["cpu_s"]})
             print(markdown_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
     if args.record:
-        path = RESULTS_DIR / f"{time.strftime('%Y-%m-%d')}-relation-sweep.json"
-        rows = sweep.rows()
-        record(rows, path)  # atomic; rows recorded before under other names stay
-        print(f"recorded {len(rows)} rows in {path}")
+        record_results(sweep.rows(), "relation-sweep")  # atomic; rows recorded before under other names stay
 
 
 if __name__ == "__main__":
