@@ -146,19 +146,22 @@ class RelationRows:
 
 
 def relation_alpha(
-    subject, obj, weights: tuple[float, float] = DEFAULT_WEIGHTS, shape: tuple[int, int] | None = None,
+    subject, obj, weights: tuple[float, ...] = DEFAULT_WEIGHTS, shape: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """A graded alpha (H x W float32 in [0, 1]), max(subject x ws, object x wo), from the subject
-    and the object given as masks (H x W: bool, uint8 0-255 or float 0-1) or as (x0, y0, x1, y1)
-    boxes in pixels (then `shape` = (H, W) is needed). Soft masks keep their ramps, scaled by the
-    weight: a feathered object at 0.5 ramps 0 -> 0.5."""
-    subject_weight, object_weight = weights
-    if not (0.0 <= subject_weight <= 1.0 and 0.0 <= object_weight <= 1.0):
-        raise ValueError(f"relation weights must be in [0, 1], got {weights}")
+    """A graded alpha (H x W float32 in [0, 1]), max(subject x ws, object x wo, background), from
+    the subject and the object given as masks (H x W: bool, uint8 0-255 or float 0-1) or as
+    (x0, y0, x1, y1) boxes in pixels (then `shape` = (H, W) is needed). `weights` is (subject,
+    object) or (subject, object, background), as data.relation_weights; the background is 0 when
+    not given. Soft masks keep their ramps, scaled by the weight: a feathered object at 0.5 ramps
+    0 -> 0.5."""
+    if len(weights) not in (2, 3) or not all(0.0 <= w <= 1.0 for w in weights):
+        raise ValueError(f"relation weights must be 2 or 3 values in [0, 1], got {weights}")
+    subject_weight, object_weight, background = (*weights, 0.0)[:3]
     subject, obj = _unit(subject, shape), _unit(obj, shape)
     if subject.shape != obj.shape:
         raise ValueError(f"subject mask {subject.shape} and object mask {obj.shape} differ in size")
-    return np.maximum(subject * np.float32(subject_weight), obj * np.float32(object_weight))
+    alpha = np.maximum(subject * np.float32(subject_weight), obj * np.float32(object_weight))
+    return np.maximum(alpha, np.float32(background)) if background else alpha
 
 
 def box_mask(box, height: int, width: int) -> np.ndarray:

@@ -131,7 +131,7 @@ def _regions(image: RelationImage, shows: str, weights: tuple[float, float, floa
     for subject, obj in image.pairs:
         union = (min(subject[0], obj[0]), min(subject[1], obj[1]), max(subject[2], obj[2]), max(subject[3], obj[3]))
         if shows == "graded":
-            alpha = np.maximum(relation_alpha(subject, obj, weights[:2], shape=(height, width)), np.float32(weights[2]))
+            alpha = relation_alpha(subject, obj, weights, shape=(height, width))
             regions.append(Region(union, np.rint(alpha * 255).astype(np.uint8)))
         else:
             regions.append(Region(tuple(subject) if shows == "subject" else union))

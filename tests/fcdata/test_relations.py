@@ -108,12 +108,16 @@ def test_graded_alpha_weights_and_overlaps():
     soft = np.array([[0, 128, 255]], np.uint8)
     graded = relations.relation_alpha(np.zeros((1, 3), bool), soft, weights=(1.0, 0.5))
     np.testing.assert_allclose(graded, [[0.0, 0.5 * 128 / 255, 0.5]], rtol=1e-6)
+    lit = relations.relation_alpha((0, 0, 4, 4), (2, 2, 8, 6), weights=(1.0, 0.25, 0.1), shape=(8, 10))
+    assert lit[7, 9] == np.float32(0.1) and lit[5, 7] == 0.25 and lit[0, 0] == 1.0  # background under both
     with pytest.raises(ValueError, match="differ in size"):
         relations.relation_alpha(np.zeros((2, 2), bool), np.zeros((2, 3), bool))
     with pytest.raises(ValueError, match="needs the image's shape"):
         relations.relation_alpha((0, 0, 4, 4), np.zeros((2, 2), bool))
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
         relations.relation_alpha(np.zeros((2, 2), bool), np.zeros((2, 2), bool), weights=(1.0, 1.5))
+    with pytest.raises(ValueError, match="2 or 3 values"):
+        relations.relation_alpha(np.zeros((2, 2), bool), np.zeros((2, 2), bool), weights=(1.0,))
 
 
 @pytest.fixture(scope="module")
