@@ -309,22 +309,16 @@ def compile_vision(model: RGBAClip, **compile_kwargs) -> bool:
 # LoRA and the trainable state
 
 
-def vision_lora_pattern(targets: Sequence[str]) -> str:
-    """peft target regex (full match on module paths) for the named linears of every vision block.
-
-    The text tower has modules with the same names, so bare names would put LoRA there too.
-    """
-    return lora_pattern(targets, ())
-
-
 def lora_pattern(targets: Sequence[str], text_targets: Sequence[str]) -> str:
-    """peft target regex for `targets` of every vision block and `text_targets` of every text block."""
-    towers = [(tower, names) for tower, names in (("vision_model", targets), ("text_model", text_targets)) if names]
+    """peft target regex (full match on module paths) for the named linears `targets` of every
+    vision block and `text_targets` of every text block. Each tower is named: the two have modules
+    of the same names, so bare names would put LoRA on both."""
     blocks = []
-    for tower, names in towers:
-        linears = "|".join(f"{_SUBMODULE[t]}\\.{t}" for t in names)
-        blocks.append(rf"{tower}\.encoder\.layers\.\d+\.({linears})")
-    return rf".*({'|'.join(blocks)})" if len(blocks) > 1 else rf".*{blocks[0]}"
+    for tower, names in (("vision_model", targets), ("text_model", text_targets)):
+        if names:
+            linears = "|".join(f"{_SUBMODULE[t]}\\.{t}" for t in names)
+            blocks.append(rf"{tower}\.encoder\.layers\.\d+\.({linears})")
+    return rf".*({'|'.join(blocks)})"
 
 
 def apply_lora(model: RGBAClip, lora: LoraConfig, train_logit_scale: bool = False) -> RGBAClip:
