@@ -52,11 +52,10 @@ def annotations(
     """
     from fcbench.annotations import run_and_record
 
-    if not all(w.strip().isdigit() and int(w) > 0 for w in workers.split(",")):
-        raise typer.BadParameter(f"expected worker counts like 1,2, got {workers!r}", param_hint="--workers")
+    counts = _integers(workers, "--workers")
     if not 0 < scale <= 1:
         raise typer.BadParameter(f"must be in (0, 1], got {scale}", param_hint="--scale")
-    run_and_record(work, scale, tuple(int(w) for w in workers.split(",")), repeats, save=record)
+    run_and_record(work, scale, counts, repeats, save=record)
 
 
 @app.command("loader")
@@ -79,7 +78,7 @@ def loader(
     from fcbench.loader import PEERS, run
     from fcdata.errors import UserError
 
-    counts = tuple(int(w) for w in workers.split(","))
+    counts = _integers(workers, "--workers")
     chosen = tuple(p for p in (p.strip() for p in peers.split(",")) if p)
     unknown = [p for p in chosen if p not in PEERS]
     if unknown:
