@@ -255,6 +255,17 @@ class _Parts:
     state: TrainState
 
 
+def _caption_tokens(batch, negatives: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask) of a batch's captions, with its negative captions after them
+    where asked (the loader tokenises both to the same padded length)."""
+    if not negatives:
+        return batch.input_ids, batch.attention_mask
+    return (
+        torch.cat([batch.input_ids, batch.negative_input_ids]),
+        torch.cat([batch.attention_mask, batch.negative_attention_mask]),
+    )
+
+
 class _Loop:
     """The training loop and the few things it keeps between steps."""
 
@@ -329,18 +340,13 @@ class _Loop:
 
     def _text_features(self, batch, negatives: bool = False) -> torch.Tensor:
         """The batch's captions (B x D), followed by its negative captions where asked (B + N rows)."""
-        host, device = batch.source, (batch.input_ids, batch.attention_mask)
-        if negatives:  # tokenised together in the loader: the same padded length
-            host = (torch.cat([host.input_ids, host.negative_input_ids]), torch.cat([host.attention_mask, host.negative_attention_mask]))
-            device = (torch.cat([batch.input_ids, batch.negative_input_ids]), torch.cat([batch.attention_mask, batch.negative_attention_mask]))
-        else:
-            host = (host.input_ids, host.attention_mask)
-        if self.text_cache is not None:
-            return self.text_cache.embed_tokens(*host, self.model, self.runtime.device)
+        if self.text_cache is not None:  # the cache keys on the host's token ids
+            return self.text_cache.embed_tokens(*_caption_tokens(batch.source, negatives), self.model, self.runtime.device)
+        input_ids, attention_mask = _caption_tokens(batch, negatives)
         with nullcontext() if self.text_trains else torch.no_grad():
             if self.tokenizer.padding_side == "right":  # the mask-free path: no device sync (fctrain.model)
-                return encode_right_padded(self.model, device[0])
-            return self.model.encode_text(*device)
+                return encode_right_padded(self.model, input_ids)
+            return self.model.encode_text(input_ids, attention_mask)
 
     def _forward_backward(self, batch, sync: bool) -> torch.Tensor:
         runtime = self.runtime
